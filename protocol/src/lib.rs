@@ -1,1 +1,5 @@
-//! Wire formats.
+//! Wire formats shared by nsqd, nsqlookupd and the client: TCP protocol V2 frames and
+//! commands, IDENTIFY, name validation and the nsqlookupd V1 protocol. No IO here: every
+//! function works on byte buffers, so all of it can be unit- and fuzz-tested.
+
+pub mod lookup;

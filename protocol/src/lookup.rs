@@ -1,0 +1,1 @@
+//! nsqlookupd V1 protocol (owned by the lookupd work).
