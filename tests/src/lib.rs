@@ -500,3 +500,24 @@ pub fn mpub_body(msgs: &[&[u8]]) -> Vec<u8> {
     }
     v
 }
+
+/// A self-signed certificate for 127.0.0.1/localhost made with the openssl CLI.
+/// Returns (cert.pem, key.pem).
+pub fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .arg("-addext")
+        .arg("subjectAltName=IP:127.0.0.1,DNS:localhost")
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl (install the openssl package)")?;
+    if !out.status.success() {
+        bail!("openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((cert, key))
+}

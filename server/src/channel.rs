@@ -1,0 +1,452 @@
+//! A channel as the server sees it: the engine cursor (what is finished, what comes next,
+//! durable) plus everything about delivery attempts, which lives only in memory: the
+//! in-flight table with its timeouts, requeued messages, deferred messages, subscribers and
+//! counters.
+//!
+//! Distribution across a channel's consumers is pull-based: each subscribed connection
+//! takes messages when it has RDY room, so a slow client simply takes fewer. A message that
+//! is requeued, times out, or whose client disconnects goes back to `requeued` and is
+//! handed to whichever client asks next.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::client::{Client, ClientStats};
+use crate::stats::{LatencyStats, Quantiles};
+
+pub type MessageId = [u8; 16];
+
+/// A message handed to a client and not yet finished.
+struct InFlight {
+    msg: engine::Message,
+    client_id: u64,
+    client: Arc<Client>,
+    deadline: Instant,
+}
+
+/// A message waiting for its time (DPUB, or REQ with a delay).
+struct Deferred {
+    at: Instant,
+    msg: engine::Message,
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at && self.msg.seq == other.msg.seq
+    }
+}
+impl Eq for Deferred {}
+impl PartialOrd for Deferred {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Deferred {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.msg.seq).cmp(&(other.at, other.msg.seq))
+    }
+}
+
+#[derive(Default)]
+struct DeliveryState {
+    in_flight: HashMap<MessageId, InFlight>,
+    /// Deadlines of in-flight messages; stale entries (finished or touched) are skipped.
+    timeouts: BinaryHeap<Reverse<(Instant, MessageId)>>,
+    requeued: VecDeque<engine::Message>,
+    deferred: BinaryHeap<Reverse<Deferred>>,
+}
+
+/// Why FIN/REQ/TOUCH failed; the text is what NSQ puts after "... failed ".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlightError {
+    NotInFlight,
+    NotOwner,
+}
+
+impl std::fmt::Display for InFlightError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InFlightError::NotInFlight => f.write_str("ID not in flight"),
+            InFlightError::NotOwner => f.write_str("client does not own message"),
+        }
+    }
+}
+
+pub struct Channel {
+    pub name: String,
+    pub topic_name: String,
+    pub cursor: Arc<engine::Channel>,
+    state: Mutex<DeliveryState>,
+    /// Woken when there may be something new to take: publish, requeue, timeout, unpause.
+    pub notify: Notify,
+    clients: Mutex<HashMap<u64, Arc<Client>>>,
+    pub message_count: AtomicU64,
+    pub requeue_count: AtomicU64,
+    pub timeout_count: AtomicU64,
+    pub deleted: AtomicBool,
+    pub e2e: Quantiles,
+    topic_e2e: Quantiles,
+}
+
+impl Channel {
+    pub fn new(
+        topic_name: &str,
+        cursor: Arc<engine::Channel>,
+        e2e: Quantiles,
+        topic_e2e: Quantiles,
+    ) -> Channel {
+        Channel {
+            name: cursor.name().to_string(),
+            topic_name: topic_name.to_string(),
+            cursor,
+            state: Mutex::new(DeliveryState::default()),
+            notify: Notify::new(),
+            clients: Mutex::new(HashMap::new()),
+            message_count: AtomicU64::new(0),
+            requeue_count: AtomicU64::new(0),
+            timeout_count: AtomicU64::new(0),
+            deleted: AtomicBool::new(false),
+            e2e,
+            topic_e2e,
+        }
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.cursor.is_ephemeral()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.cursor.is_paused()
+    }
+
+    pub fn set_paused(&self, paused: bool) -> Result<(), engine::Error> {
+        self.cursor.set_paused(paused)?;
+        if !paused {
+            self.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Add a subscriber; fails if `max` (> 0) consumers are already subscribed.
+    pub fn add_client(&self, client: Arc<Client>, max: usize) -> Result<(), usize> {
+        let mut clients = self.clients.lock();
+        if max > 0 && clients.len() >= max && !clients.contains_key(&client.id) {
+            return Err(max);
+        }
+        clients.insert(client.id, client);
+        Ok(())
+    }
+
+    /// Remove a subscriber and give its in-flight messages to the others right away.
+    /// Returns how many clients remain.
+    pub fn remove_client(&self, client_id: u64) -> usize {
+        let remaining = {
+            let mut clients = self.clients.lock();
+            clients.remove(&client_id);
+            clients.len()
+        };
+        let mut requeued = 0;
+        {
+            let mut st = self.state.lock();
+            let ids: Vec<MessageId> = st
+                .in_flight
+                .iter()
+                .filter(|(_, f)| f.client_id == client_id)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                if let Some(f) = st.in_flight.remove(&id) {
+                    st.requeued.push_back(f.msg);
+                    requeued += 1;
+                }
+            }
+        }
+        if requeued > 0 {
+            self.requeue_count.fetch_add(requeued, Ordering::Relaxed);
+            self.notify.notify_waiters();
+        }
+        remaining
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    pub fn clients(&self) -> Vec<Arc<Client>> {
+        self.clients.lock().values().cloned().collect()
+    }
+
+    /// Take up to `max` messages for `client` and mark them in flight. `topic_paused`
+    /// stops new messages (not requeued ones), as pausing a topic does in NSQ.
+    pub fn take(
+        &self,
+        client: &Arc<Client>,
+        max: usize,
+        topic_paused: bool,
+        out: &mut Vec<engine::Message>,
+    ) -> Result<(), engine::Error> {
+        if max == 0 || self.cursor.is_paused() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let deadline = now + client.msg_timeout();
+        let start = out.len();
+        let mut st = self.state.lock();
+        while out.len() - start < max {
+            if let Some(m) = st.requeued.pop_front() {
+                out.push(m);
+                continue;
+            }
+            if topic_paused {
+                break;
+            }
+            let want = max - (out.len() - start);
+            let before = out.len();
+            self.cursor.next_batch(want, out)?;
+            if out.len() == before {
+                break;
+            }
+            // Deferred records (DPUB, or replayed after a restart) wait for their time.
+            let now_ms = unix_ms();
+            let mut i = before;
+            while i < out.len() {
+                if out[i].deliver_at_ms > now_ms {
+                    let m = out.swap_remove(i);
+                    let wait = Duration::from_millis(m.deliver_at_ms - now_ms);
+                    st.deferred.push(Reverse(Deferred { at: now + wait, msg: m }));
+                } else {
+                    i += 1;
+                }
+            }
+            self.message_count
+                .fetch_add((out.len() - before) as u64, Ordering::Relaxed);
+        }
+        for m in &mut out[start..] {
+            m.attempts = m.attempts.saturating_add(1);
+            st.timeouts.push(Reverse((deadline, m.id)));
+            st.in_flight.insert(
+                m.id,
+                InFlight {
+                    msg: m.clone(),
+                    client_id: client.id,
+                    client: client.clone(),
+                    deadline,
+                },
+            );
+        }
+        let n = (out.len() - start) as i64;
+        drop(st);
+        if n > 0 {
+            client.in_flight_count.fetch_add(n, Ordering::AcqRel);
+            client.message_count.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// FIN: the message is done; the engine records it as finished.
+    pub fn finish(&self, client: &Client, id: &MessageId) -> Result<(), InFlightError> {
+        let f = self.take_in_flight(client, id)?;
+        if let Err(e) = self.cursor.ack(f.msg.seq) {
+            tracing::error!(topic = %self.topic_name, channel = %self.name, error = %e, "ack failed");
+        }
+        client.finish_count.fetch_add(1, Ordering::Relaxed);
+        let latency = latency_ns(f.msg.timestamp_ns);
+        self.e2e.record(latency);
+        self.topic_e2e.record(latency);
+        Ok(())
+    }
+
+    /// REQ: give the message back, now or after `delay`.
+    pub fn requeue(
+        &self,
+        client: &Client,
+        id: &MessageId,
+        delay: Duration,
+    ) -> Result<(), InFlightError> {
+        let f = self.take_in_flight(client, id)?;
+        client.requeue_count.fetch_add(1, Ordering::Relaxed);
+        self.requeue_count.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = self.state.lock();
+            if delay.is_zero() {
+                st.requeued.push_back(f.msg);
+            } else {
+                st.deferred.push(Reverse(Deferred {
+                    at: Instant::now() + delay,
+                    msg: f.msg,
+                }));
+            }
+        }
+        if delay.is_zero() {
+            self.notify.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// TOUCH: restart the message's timeout.
+    pub fn touch(&self, client: &Client, id: &MessageId) -> Result<(), InFlightError> {
+        let mut st = self.state.lock();
+        let deadline = Instant::now() + client.msg_timeout();
+        let f = st.in_flight.get_mut(id).ok_or(InFlightError::NotInFlight)?;
+        if f.client_id != client.id {
+            return Err(InFlightError::NotOwner);
+        }
+        f.deadline = deadline;
+        st.timeouts.push(Reverse((deadline, *id)));
+        Ok(())
+    }
+
+    fn take_in_flight(&self, client: &Client, id: &MessageId) -> Result<InFlight, InFlightError> {
+        let mut st = self.state.lock();
+        match st.in_flight.get(id) {
+            None => return Err(InFlightError::NotInFlight),
+            Some(f) if f.client_id != client.id => return Err(InFlightError::NotOwner),
+            Some(_) => {}
+        }
+        let f = st.in_flight.remove(id).ok_or(InFlightError::NotInFlight)?;
+        drop(st);
+        client.in_flight_count.fetch_sub(1, Ordering::AcqRel);
+        Ok(f)
+    }
+
+    /// Move timed-out in-flight messages back to the queue and due deferred messages into
+    /// it. Called periodically by the scanner. Returns true if anything became ready.
+    pub fn process_timers(&self, now: Instant) -> bool {
+        let mut timed_out: Vec<Arc<Client>> = Vec::new();
+        let mut ready = false;
+        {
+            let mut st = self.state.lock();
+            while let Some(Reverse((at, id))) = st.timeouts.peek().copied() {
+                if at > now {
+                    break;
+                }
+                st.timeouts.pop();
+                let expired = matches!(st.in_flight.get(&id), Some(f) if f.deadline <= now);
+                if expired {
+                    if let Some(f) = st.in_flight.remove(&id) {
+                        timed_out.push(f.client.clone());
+                        st.requeued.push_back(f.msg);
+                        ready = true;
+                    }
+                }
+            }
+            while st.deferred.peek().is_some_and(|d| d.0.at <= now) {
+                if let Some(Reverse(d)) = st.deferred.pop() {
+                    st.requeued.push_back(d.msg);
+                    ready = true;
+                }
+            }
+        }
+        if !timed_out.is_empty() {
+            self.timeout_count
+                .fetch_add(timed_out.len() as u64, Ordering::Relaxed);
+            for c in &timed_out {
+                c.in_flight_count.fetch_sub(1, Ordering::AcqRel);
+                c.notify.notify_one();
+            }
+        }
+        if ready {
+            self.notify.notify_waiters();
+        }
+        ready
+    }
+
+    /// Channel empty: drop everything queued, in flight and deferred, and mark every
+    /// message up to the topic's end as finished.
+    pub fn empty(&self) -> Result<(), engine::Error> {
+        let owners: Vec<Arc<Client>> = {
+            let mut st = self.state.lock();
+            let owners = st.in_flight.values().map(|f| f.client.clone()).collect();
+            *st = DeliveryState::default();
+            owners
+        };
+        for c in owners {
+            c.in_flight_count.fetch_sub(1, Ordering::AcqRel);
+            c.notify.notify_one();
+        }
+        self.cursor.empty()
+    }
+
+    /// Close every subscriber's connection (channel deleted).
+    pub fn kick_clients(&self) {
+        self.deleted.store(true, Ordering::Release);
+        for c in self.clients() {
+            c.kicked.store(true, Ordering::Release);
+            c.notify.notify_one();
+        }
+        self.notify.notify_waiters();
+    }
+
+    pub fn in_flight_count(&self) -> usize {
+        self.state.lock().in_flight.len()
+    }
+
+    pub fn stats(&self, include_clients: bool, percentiles: &[f64]) -> ChannelStats {
+        let (in_flight, deferred, requeued) = {
+            let st = self.state.lock();
+            (st.in_flight.len(), st.deferred.len(), st.requeued.len())
+        };
+        let cs = self.cursor.stats();
+        let clients: Vec<Arc<Client>> = self.clients();
+        ChannelStats {
+            channel_name: self.name.clone(),
+            depth: cs.depth + requeued as u64,
+            backend_depth: cs.backend_depth,
+            in_flight_count: in_flight as u64,
+            deferred_count: deferred as u64,
+            message_count: self.message_count.load(Ordering::Relaxed),
+            requeue_count: self.requeue_count.load(Ordering::Relaxed),
+            timeout_count: self.timeout_count.load(Ordering::Relaxed),
+            client_count: clients.len(),
+            clients: if include_clients {
+                clients.iter().map(|c| c.stats()).collect()
+            } else {
+                Vec::new()
+            },
+            paused: self.is_paused(),
+            e2e_processing_latency: self.e2e.stats(percentiles),
+        }
+    }
+}
+
+/// A channel as /stats shows it (NSQ's field names).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelStats {
+    pub channel_name: String,
+    pub depth: u64,
+    pub backend_depth: u64,
+    pub in_flight_count: u64,
+    pub deferred_count: u64,
+    pub message_count: u64,
+    pub requeue_count: u64,
+    pub timeout_count: u64,
+    pub client_count: usize,
+    pub clients: Vec<ClientStats>,
+    pub paused: bool,
+    pub e2e_processing_latency: LatencyStats,
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn unix_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn latency_ns(published_ns: i64) -> u64 {
+    (unix_ns() - published_ns).max(0) as u64
+}

@@ -1,0 +1,640 @@
+//! nsqd's HTTP API with NSQ 1.x's paths, methods, status codes and bodies: plain `OK` for
+//! publishes and /ping, bare JSON for data, `{"message": "..."}` with a 4xx/5xx status for
+//! errors, and an empty 200 body for admin actions.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+
+use crate::client::STATE_INIT;
+use crate::nsqd::{Nsqd, NSQ_COMPAT_VERSION};
+use crate::topic::TopicStats;
+
+type Shared = Arc<Nsqd>;
+
+/// An HTTP error as NSQ sends it.
+pub struct ApiError(StatusCode, &'static str);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "message": self.1 }).to_string();
+        json_response(self.0, body)
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert("X-NSQ-Content-Type", HeaderValue::from_static("nsq; version=1.0"));
+    r
+}
+
+fn ok_json<T: Serialize>(v: &T) -> Response {
+    match serde_json::to_string(v) {
+        Ok(s) => json_response(StatusCode::OK, s),
+        Err(_) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR").into_response(),
+    }
+}
+
+fn ok_text(s: &'static str) -> Response {
+    let mut r = (StatusCode::OK, s).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn ok_empty() -> Response {
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut()
+        .insert("X-NSQ-Content-Type", HeaderValue::from_static("nsq; version=1.0"));
+    r
+}
+
+pub fn router(nsqd: Shared) -> Router {
+    let mut r = Router::new()
+        .route("/ping", get(ping))
+        .route("/info", get(info))
+        .route("/pub", post(publish))
+        .route("/put", post(publish))
+        .route("/mpub", post(mpublish))
+        .route("/mput", post(mpublish))
+        .route("/stats", get(stats))
+        .route("/config/{opt}", get(config_get).put(config_put))
+        .route("/debug", get(debug));
+    // Admin actions; NSQ 1.x serves them on POST (and the deprecated underscore forms on
+    // GET and POST, which scripts written for older versions still use).
+    let actions: [(&str, &str); 10] = [
+        ("/topic/create", "/create_topic"),
+        ("/topic/delete", "/delete_topic"),
+        ("/topic/empty", "/empty_topic"),
+        ("/topic/pause", "/pause_topic"),
+        ("/topic/unpause", "/unpause_topic"),
+        ("/channel/create", "/create_channel"),
+        ("/channel/delete", "/delete_channel"),
+        ("/channel/empty", "/empty_channel"),
+        ("/channel/pause", "/pause_channel"),
+        ("/channel/unpause", "/unpause_channel"),
+    ];
+    for (path, old) in actions {
+        let p = path.to_string();
+        let p2 = p.clone();
+        let p3 = p.clone();
+        r = r
+            .route(path, post(move |s, q| admin(s, q, p)))
+            .route(old, get(move |s, q| admin(s, q, p2.clone())).post(move |s, q| admin(s, q, p3.clone())));
+    }
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(nsqd)
+}
+
+async fn not_found() -> Response {
+    ApiError(StatusCode::NOT_FOUND, "NOT_FOUND").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").into_response()
+}
+
+/// Query string parameters (first value wins, like Go's url.Values.Get).
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn parse(q: Option<String>) -> Result<Params, ApiError> {
+        let mut m = HashMap::new();
+        if let Some(q) = q {
+            for pair in q.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let k = percent_decode(k).ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))?;
+                let v = percent_decode(v).ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))?;
+                m.entry(k).or_insert(v);
+            }
+        }
+        Ok(Params(m))
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    fn topic(&self) -> Result<String, ApiError> {
+        let t = self
+            .get("topic")
+            .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
+        if !protocol::names::is_valid_topic_name(t) {
+            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_TOPIC"));
+        }
+        Ok(t.to_string())
+    }
+
+    fn channel(&self) -> Result<String, ApiError> {
+        let c = self
+            .get("channel")
+            .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
+        if !protocol::names::is_valid_channel_name(c) {
+            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_CHANNEL"));
+        }
+        Ok(c.to_string())
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn ping(State(nsqd): State<Shared>) -> Response {
+    match nsqd.health() {
+        None => ok_text("OK"),
+        Some(h) => (StatusCode::INTERNAL_SERVER_ERROR, h).into_response(),
+    }
+}
+
+async fn info(State(nsqd): State<Shared>) -> Response {
+    let opts = nsqd.opts();
+    let hostname = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    ok_json(&serde_json::json!({
+        "version": NSQ_COMPAT_VERSION,
+        "broadcast_address": opts.broadcast_address,
+        "hostname": hostname,
+        "http_port": nsqd.http_addr.get().map(|a| a.port()).unwrap_or(0),
+        "tcp_port": nsqd.tcp_addr.get().map(|a| a.port()).unwrap_or(0),
+        "start_time": nsqd.start_time,
+    }))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ()> {
+    axum::body::to_bytes(body, limit.saturating_add(1)).await.map_err(|_| ())
+}
+
+async fn publish(State(nsqd): State<Shared>, RawQuery(q): RawQuery, body: Body) -> Response {
+    match do_publish(nsqd, q, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn do_publish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let opts = nsqd.opts();
+    let max = opts.max_msg_size.max(0) as usize;
+    let body = read_body(body, max)
+        .await
+        .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"))?;
+    if body.len() > max {
+        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"));
+    }
+    if body.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
+    }
+    let params = Params::parse(q)?;
+    let topic = params.topic()?;
+    let mut deliver_at = 0;
+    if let Some(d) = params.get("defer") {
+        let ms: i64 = d
+            .parse()
+            .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "INVALID_DEFER"))?;
+        if ms < 0 || ms as u128 > opts.max_req_timeout.as_millis() {
+            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_DEFER"));
+        }
+        deliver_at = crate::channel::unix_ms() + ms as u64;
+    }
+    publish_to(&nsqd, &topic, vec![body], deliver_at).await?;
+    Ok(ok_text("OK"))
+}
+
+async fn publish_to(nsqd: &Shared, topic: &str, bodies: Vec<Bytes>, deliver_at: u64) -> Result<(), ApiError> {
+    if nsqd.exiting.load(Ordering::Acquire) {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"));
+    }
+    let opts = nsqd.opts();
+    let t = nsqd
+        .get_topic(topic)
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
+    let durable = opts.sync_every <= 1 && !t.is_ephemeral();
+    let wait = t.publish(bodies, deliver_at, durable).map_err(|e| {
+        nsqd.set_unhealthy(&e);
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING")
+    })?;
+    if let Some(w) = wait {
+        match w.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                nsqd.set_unhealthy(&e);
+                return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"));
+            }
+            Err(_) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING")),
+        }
+    }
+    Ok(())
+}
+
+async fn mpublish(State(nsqd): State<Shared>, RawQuery(q): RawQuery, body: Body) -> Response {
+    match do_mpublish(nsqd, q, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn do_mpublish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Response, ApiError> {
+    let opts = nsqd.opts();
+    let max_body = opts.max_body_size.max(0) as usize;
+    let max_msg = opts.max_msg_size.max(0) as usize;
+    let params = Params::parse(q)?;
+    let topic = params.topic()?;
+    let body = read_body(body, max_body)
+        .await
+        .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"))?;
+    if body.len() > max_body {
+        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"));
+    }
+    let binary = params.0.contains_key("binary");
+    let bodies: Vec<Bytes> = if binary {
+        protocol::v2::parse_mpub_body(&body, max_msg as u64)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.http_code()))?
+    } else {
+        let mut v = Vec::new();
+        for line in body.split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue; // empty lines are skipped, as in NSQ
+            }
+            if line.len() > max_msg {
+                return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"));
+            }
+            v.push(body.slice_ref(line));
+        }
+        v
+    };
+    if bodies.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
+    }
+    publish_to(&nsqd, &topic, bodies, 0).await?;
+    Ok(ok_text("OK"))
+}
+
+async fn admin(State(nsqd): State<Shared>, RawQuery(q): RawQuery, path: String) -> Response {
+    match do_admin(&nsqd, q, &path) {
+        Ok(()) => ok_empty(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn do_admin(nsqd: &Shared, q: Option<String>, path: &str) -> Result<(), ApiError> {
+    let params = Params::parse(q)?;
+    let internal = |e: engine::Error| {
+        tracing::error!(error = %e, path, "admin action failed");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+    };
+    let topic_name = params.topic()?;
+    if path == "/topic/create" {
+        nsqd.get_topic(&topic_name).map_err(internal)?;
+        return Ok(());
+    }
+    let topic = nsqd
+        .get_existing_topic(&topic_name)
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?;
+    match path {
+        "/topic/delete" => {
+            nsqd.delete_topic(&topic_name).map_err(internal)?;
+        }
+        "/topic/empty" => topic.empty().map_err(internal)?,
+        "/topic/pause" => topic.set_paused(true).map_err(internal)?,
+        "/topic/unpause" => topic.set_paused(false).map_err(internal)?,
+        _ => {
+            let channel_name = params.channel()?;
+            if path == "/channel/create" {
+                nsqd.get_channel(&topic, &channel_name).map_err(internal)?;
+                return Ok(());
+            }
+            let channel = topic
+                .get_channel(&channel_name)
+                .ok_or(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))?;
+            match path {
+                "/channel/delete" => {
+                    nsqd.delete_channel(&topic, &channel_name).map_err(internal)?;
+                }
+                "/channel/empty" => channel.empty().map_err(internal)?,
+                "/channel/pause" => channel.set_paused(true).map_err(internal)?,
+                "/channel/unpause" => channel.set_paused(false).map_err(internal)?,
+                _ => return Err(ApiError(StatusCode::NOT_FOUND, "NOT_FOUND")),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatsDoc {
+    version: &'static str,
+    health: String,
+    start_time: i64,
+    topics: Vec<TopicStats>,
+    memory: serde_json::Value,
+    producers: Vec<crate::client::ClientStats>,
+}
+
+async fn stats(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let params = match Params::parse(q) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let opts = nsqd.opts();
+    let topic_filter = params.get("topic");
+    let channel_filter = params.get("channel");
+    let include_clients = params.get("include_clients").is_none_or(|v| v != "false");
+    let percentiles = &opts.e2e_processing_latency_percentiles;
+    let topics: Vec<TopicStats> = nsqd
+        .topics()
+        .iter()
+        .filter(|t| topic_filter.is_none_or(|f| f == t.name))
+        .map(|t| t.stats(channel_filter, include_clients, percentiles))
+        .collect();
+    let producers = if include_clients {
+        nsqd.clients
+            .lock()
+            .values()
+            .filter(|c| c.state.load(Ordering::Relaxed) == STATE_INIT)
+            .map(|c| c.stats())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let health = nsqd.health().unwrap_or_else(|| "OK".to_string());
+    let doc = StatsDoc {
+        version: NSQ_COMPAT_VERSION,
+        health,
+        start_time: nsqd.start_time,
+        topics,
+        memory: memory_stats(),
+        producers,
+    };
+    if params.get("format") == Some("json") {
+        return ok_json(&doc);
+    }
+    let mut r = (StatusCode::OK, stats_text(&nsqd, &doc)).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// Resident memory from /proc (Linux); zeros elsewhere. Field names follow NSQ's (which
+/// come from Go's runtime) where a Rust process has an equivalent.
+fn memory_stats() -> serde_json::Value {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .unwrap_or(0)
+        * 1024;
+    serde_json::json!({
+        "heap_objects": 0,
+        "heap_idle_bytes": 0,
+        "heap_in_use_bytes": rss,
+        "heap_released_bytes": 0,
+        "gc_pause_usec_100": 0,
+        "gc_pause_usec_99": 0,
+        "gc_pause_usec_95": 0,
+        "next_gc_bytes": 0,
+        "gc_total_runs": 0,
+    })
+}
+
+fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "nsqd v{} (nsq-rs {})", NSQ_COMPAT_VERSION, crate::nsqd::VERSION);
+    let _ = writeln!(s, "start_time {}", doc.start_time);
+    let _ = writeln!(s, "uptime {:?}\n", nsqd.uptime());
+    let _ = writeln!(s, "Health: {}\n", doc.health);
+    if doc.topics.is_empty() {
+        let _ = writeln!(s, "Topics: None\n");
+    } else {
+        let _ = writeln!(s, "Topics:");
+    }
+    for t in &doc.topics {
+        let _ = writeln!(
+            s,
+            "   [{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8}{}",
+            t.topic_name,
+            t.depth,
+            t.backend_depth,
+            t.message_count,
+            if t.paused { " *P" } else { "" }
+        );
+        for c in &t.channels {
+            let _ = writeln!(
+                s,
+                "      [{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8}{}",
+                c.channel_name,
+                c.depth,
+                c.backend_depth,
+                c.in_flight_count,
+                c.deferred_count,
+                c.requeue_count,
+                c.timeout_count,
+                c.message_count,
+                if c.paused { " *P" } else { "" }
+            );
+            for cl in &c.clients {
+                let _ = writeln!(
+                    s,
+                    "        [V2 {:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}s",
+                    cl.remote_address,
+                    cl.state,
+                    cl.in_flight_count,
+                    cl.ready_count,
+                    cl.finish_count,
+                    cl.requeue_count,
+                    cl.message_count,
+                    cl.connect_ts
+                );
+            }
+        }
+    }
+    if !doc.producers.is_empty() {
+        let _ = writeln!(s, "\nProducers:");
+        for p in &doc.producers {
+            let _ = writeln!(s, "   [V2 {:<21}] msgs: {}", p.remote_address, p.pub_counts.iter().map(|c| c.count).sum::<u64>());
+        }
+    }
+    s
+}
+
+/// GET /config/:opt — the current value, as JSON.
+async fn config_get(State(nsqd): State<Shared>, Path(opt): Path<String>) -> Response {
+    match config_value(&nsqd, &opt) {
+        Some(v) => ok_json(&v),
+        None => ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION").into_response(),
+    }
+}
+
+fn config_value(nsqd: &Nsqd, opt: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let o = nsqd.opts();
+    let ns = |d: std::time::Duration| json!(d.as_nanos() as u64);
+    Some(match opt {
+        "nsqlookupd_tcp_addresses" | "lookupd_tcp_addresses" => json!(o.lookupd_tcp_addresses),
+        "log_level" => json!(o.log_level),
+        "log_prefix" => json!(o.log_prefix),
+        "tcp_address" => json!(o.tcp_address),
+        "http_address" => json!(o.http_address),
+        "broadcast_address" => json!(o.broadcast_address),
+        "broadcast_tcp_port" => json!(o.broadcast_tcp_port),
+        "broadcast_http_port" => json!(o.broadcast_http_port),
+        "data_path" => json!(o.data_path),
+        "mem_queue_size" => json!(o.mem_queue_size),
+        "max_bytes_per_file" => json!(o.max_bytes_per_file),
+        "sync_every" => json!(o.sync_every),
+        "sync_timeout" => ns(o.sync_timeout),
+        "msg_timeout" => ns(o.msg_timeout),
+        "max_msg_timeout" => ns(o.max_msg_timeout),
+        "max_msg_size" => json!(o.max_msg_size),
+        "max_body_size" => json!(o.max_body_size),
+        "max_req_timeout" => ns(o.max_req_timeout),
+        "max_rdy_count" => json!(o.max_rdy_count),
+        "max_heartbeat_interval" => ns(o.max_heartbeat_interval),
+        "max_output_buffer_size" => json!(o.max_output_buffer_size),
+        "max_output_buffer_timeout" => ns(o.max_output_buffer_timeout),
+        "min_output_buffer_timeout" => ns(o.min_output_buffer_timeout),
+        "output_buffer_timeout" => ns(o.output_buffer_timeout),
+        "max_channel_consumers" => json!(o.max_channel_consumers),
+        "snappy_enabled" | "snappy" => json!(o.snappy),
+        "deflate_enabled" | "deflate" => json!(o.deflate),
+        "max_deflate_level" => json!(o.max_deflate_level),
+        "auth_http_addresses" => json!(o.auth_http_addresses),
+        "tls_required" => json!(o.tls_required),
+        "tls_min_version" => json!(o.tls_min_version),
+        "e2e_processing_latency_percentiles" => json!(o.e2e_processing_latency_percentiles),
+        "e2e_processing_latency_window_time" => ns(o.e2e_processing_latency_window_time),
+        _ => return None,
+    })
+}
+
+/// PUT /config/:opt — NSQ allows changing the lookupd addresses and the log level at runtime.
+async fn config_put(State(nsqd): State<Shared>, Path(opt): Path<String>, body: Body) -> Response {
+    let Ok(body) = read_body(body, 1 << 20).await else {
+        return ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR").into_response();
+    };
+    let mut o = (*nsqd.opts()).clone();
+    match opt.as_str() {
+        "nsqlookupd_tcp_addresses" => {
+            let Ok(addrs) = serde_json::from_slice::<Vec<String>>(&body) else {
+                return ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE").into_response();
+            };
+            if addrs.iter().any(|a| a.rsplit_once(':').is_none()) {
+                return ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE").into_response();
+            }
+            o.lookupd_tcp_addresses = addrs;
+            nsqd.set_opts(o);
+            if let Some(l) = nsqd.lookup.get() {
+                l.set_addresses(nsqd.opts().lookupd_tcp_addresses.clone());
+            }
+        }
+        "log_level" => {
+            let level = String::from_utf8_lossy(&body).trim().trim_matches('"').to_string();
+            if let Err(e) = crate::logging::set_level(&level) {
+                tracing::warn!(error = %e, "bad log level");
+                return ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE").into_response();
+            }
+            o.log_level = level;
+            nsqd.set_opts(o);
+        }
+        _ => return ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION").into_response(),
+    }
+    match config_value(&nsqd, &opt) {
+        Some(v) => ok_json(&v),
+        None => ok_empty(),
+    }
+}
+
+/// GET /debug — process facts useful when nsqd misbehaves (Go's pprof has no Rust
+/// equivalent worth exposing; this is what an operator needs first).
+async fn debug(State(nsqd): State<Shared>) -> Response {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_string())
+            .unwrap_or_default()
+    };
+    let topics: Vec<serde_json::Value> = nsqd
+        .topics()
+        .iter()
+        .map(|t| {
+            let s = t.inner.stats();
+            serde_json::json!({
+                "topic": t.name,
+                "depth": s.depth,
+                "mem_depth": s.mem_depth,
+                "backend_depth": s.backend_depth,
+                "next_seq": s.next_seq,
+                "channels": t.channels().iter().map(|c| {
+                    let cs = c.cursor.stats();
+                    serde_json::json!({"channel": c.name, "read": cs.read, "ack_floor": cs.ack_floor, "in_flight": c.in_flight_count()})
+                }).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    ok_json(&serde_json::json!({
+        "pid": std::process::id(),
+        "threads": field("Threads:"),
+        "vm_rss": field("VmRSS:"),
+        "vm_hwm": field("VmHWM:"),
+        "clients": nsqd.clients.lock().len(),
+        "uptime_secs": nsqd.uptime().as_secs(),
+        "topics": topics,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%ff"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn params_first_value_wins() {
+        let p = Params::parse(Some("topic=a&topic=b&binary".into())).ok().unwrap();
+        assert_eq!(p.get("topic"), Some("a"));
+        assert!(p.0.contains_key("binary"));
+    }
+}

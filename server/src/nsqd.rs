@@ -1,0 +1,265 @@
+//! The daemon's shared state: options, the storage engine, live topics, connected clients,
+//! and the lookupd registration handle. Every front end (TCP, HTTP) works through this.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::channel::Channel;
+use crate::client::Client;
+use crate::lookup::{Lookup, Registration, RegistrationSource};
+use crate::options::Options;
+use crate::topic::Topic;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The NSQ version we report to clients and lookupd, so tools that compare versions see a
+/// current NSQ.
+pub const NSQ_COMPAT_VERSION: &str = "1.3.0";
+
+pub struct Nsqd {
+    opts: RwLock<Arc<Options>>,
+    pub engine: engine::Engine,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    pub start_time: i64,
+    next_client_id: AtomicU64,
+    /// Every connected TCP client (producers and consumers), for /stats.
+    pub clients: Mutex<HashMap<u64, Arc<Client>>>,
+    pub lookup: OnceLock<Lookup>,
+    pub tcp_addr: OnceLock<SocketAddr>,
+    pub http_addr: OnceLock<SocketAddr>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Set while shutting down: publishes get E_PUB_FAILED / 503 EXITING.
+    pub exiting: AtomicBool,
+    /// None when healthy; otherwise the last storage error (/ping answers 500 with it).
+    health: Mutex<Option<String>>,
+    pub http_client: reqwest::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NsqdError {
+    #[error("storage: {0}")]
+    Engine(#[from] engine::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Nsqd {
+    /// Open the data directory and bring back every durable topic and channel.
+    pub fn new(opts: Options) -> Result<Arc<Nsqd>, NsqdError> {
+        let data = opts.data_dir();
+        std::fs::create_dir_all(&data)
+            .map_err(|e| NsqdError::Config(format!("cannot create {}: {e}", data.display())))?;
+        let engine = engine::Engine::open(
+            &data,
+            engine::EngineOptions {
+                mem_queue_size: opts.mem_queue_size.max(0) as usize,
+                max_bytes_per_file: opts.max_bytes_per_file.max(1024) as u64,
+                sync_every: opts.sync_every.max(1) as u64,
+                sync_timeout: opts.sync_timeout,
+            },
+        )?;
+        let tls = if opts.tls_enabled() {
+            Some(crate::tls::server_config(&opts).map_err(NsqdError::Config)?)
+        } else {
+            None
+        };
+        let http_client = reqwest::Client::builder()
+            .timeout(opts.http_client_request_timeout)
+            .build()
+            .map_err(|e| NsqdError::Config(format!("http client: {e}")))?;
+        let nsqd = Arc::new(Nsqd {
+            opts: RwLock::new(Arc::new(opts)),
+            engine,
+            topics: RwLock::new(HashMap::new()),
+            start_time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            next_client_id: AtomicU64::new(1),
+            clients: Mutex::new(HashMap::new()),
+            lookup: OnceLock::new(),
+            tcp_addr: OnceLock::new(),
+            http_addr: OnceLock::new(),
+            tls,
+            exiting: AtomicBool::new(false),
+            health: Mutex::new(None),
+            http_client,
+        });
+        for name in nsqd.engine.topic_names() {
+            let topic = nsqd.get_topic(&name)?;
+            for ch in topic.inner.channel_names() {
+                topic.channel(&ch)?;
+            }
+            tracing::info!(topic = %name, channels = topic.channels().len(), "loaded topic");
+        }
+        Ok(nsqd)
+    }
+
+    pub fn opts(&self) -> Arc<Options> {
+        self.opts.read().clone()
+    }
+
+    pub fn set_opts(&self, o: Options) {
+        *self.opts.write() = Arc::new(o);
+    }
+
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn health(&self) -> Option<String> {
+        self.health.lock().clone()
+    }
+
+    pub fn set_unhealthy(&self, err: &dyn std::fmt::Display) {
+        *self.health.lock() = Some(format!("NOK - {err}"));
+    }
+
+    pub fn set_healthy(&self) {
+        let mut h = self.health.lock();
+        if h.is_some() {
+            *h = None;
+        }
+    }
+
+    pub fn get_existing_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Get or create a topic (the name must already be validated).
+    pub fn get_topic(&self, name: &str) -> Result<Arc<Topic>, engine::Error> {
+        if let Some(t) = self.get_existing_topic(name) {
+            return Ok(t);
+        }
+        let created = {
+            let mut topics = self.topics.write();
+            if let Some(t) = topics.get(name) {
+                return Ok(t.clone());
+            }
+            let opts = self.opts();
+            let inner = self.engine.topic(name)?;
+            let t = Arc::new(Topic::new(
+                inner,
+                !opts.e2e_processing_latency_percentiles.is_empty(),
+                opts.e2e_processing_latency_window_time,
+            ));
+            topics.insert(name.to_string(), t.clone());
+            t
+        };
+        tracing::info!(topic = %name, "topic created");
+        if let Some(l) = self.lookup.get() {
+            l.register(Registration::Topic(name.to_string()));
+        }
+        Ok(created)
+    }
+
+    /// Get or create a channel on a topic.
+    pub fn get_channel(&self, topic: &Arc<Topic>, name: &str) -> Result<Arc<Channel>, engine::Error> {
+        let (c, created) = topic.channel(name)?;
+        if created {
+            tracing::info!(topic = %topic.name, channel = %name, "channel created");
+            if let Some(l) = self.lookup.get() {
+                l.register(Registration::Channel(topic.name.clone(), name.to_string()));
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<bool, engine::Error> {
+        let Some(t) = self.topics.write().remove(name) else {
+            return Ok(false);
+        };
+        t.deleted.store(true, Ordering::Release);
+        for c in t.channels() {
+            c.kick_clients();
+            if let Some(l) = self.lookup.get() {
+                l.unregister(Registration::Channel(name.to_string(), c.name.clone()));
+            }
+        }
+        self.engine.delete_topic(name)?;
+        if let Some(l) = self.lookup.get() {
+            l.unregister(Registration::Topic(name.to_string()));
+        }
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(true)
+    }
+
+    pub fn delete_channel(&self, topic: &Arc<Topic>, name: &str) -> Result<bool, engine::Error> {
+        let deleted = topic.delete_channel(name)?;
+        if deleted {
+            tracing::info!(topic = %topic.name, channel = %name, "channel deleted");
+            if let Some(l) = self.lookup.get() {
+                l.unregister(Registration::Channel(topic.name.clone(), name.to_string()));
+            }
+            // An ephemeral topic goes away with its last channel, as in NSQ.
+            if topic.is_ephemeral() && topic.channels().is_empty() {
+                self.delete_topic(&topic.name)?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// A subscriber left: ephemeral channels vanish with their last consumer.
+    pub fn client_left_channel(&self, topic: &Arc<Topic>, channel: &Arc<Channel>, client_id: u64) {
+        let remaining = channel.remove_client(client_id);
+        if remaining == 0 && channel.is_ephemeral() && !channel.deleted.load(Ordering::Acquire) {
+            if let Err(e) = self.delete_channel(topic, &channel.name) {
+                tracing::warn!(topic = %topic.name, channel = %channel.name, error = %e, "deleting ephemeral channel");
+            }
+        }
+    }
+
+    /// One pass over every channel's timers (in-flight timeouts, deferred messages).
+    pub fn scan_timers(&self) {
+        let now = Instant::now();
+        for t in self.topics() {
+            for c in t.channels() {
+                c.process_timers(now);
+            }
+        }
+    }
+
+    /// Flush everything to disk; called on shutdown.
+    pub fn close(&self) -> Result<(), engine::Error> {
+        self.exiting.store(true, Ordering::Release);
+        self.engine.close()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Duration::from_secs((now - self.start_time).max(0) as u64)
+    }
+}
+
+/// What nsqd registers with lookupd: every topic and channel it has.
+pub struct NsqdRegistrations(pub std::sync::Weak<Nsqd>);
+
+impl RegistrationSource for NsqdRegistrations {
+    fn snapshot(&self) -> Vec<Registration> {
+        let Some(nsqd) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for t in nsqd.topics() {
+            out.push(Registration::Topic(t.name.clone()));
+            for c in t.channels() {
+                out.push(Registration::Channel(t.name.clone(), c.name.clone()));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,155 @@
+//! Listeners, background timers, lookupd registration, signals and orderly shutdown.
+//!
+//! Shutdown (SIGINT/SIGTERM): stop accepting, tell every connection task to finish (a
+//! watch channel), wait for them (bounded), then flush and fsync the engine — logs and
+//! cursors — so a restart resumes exactly where this run stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::lookup::{Lookup, LookupOptions};
+use crate::nsqd::{Nsqd, NsqdRegistrations, NSQ_COMPAT_VERSION};
+use crate::options::Options;
+
+/// How often in-flight timeouts and deferred messages are checked.
+const TIMER_SCAN: Duration = Duration::from_millis(50);
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let tcp_addr = opts.tcp_socket_addr().map_err(anyhow::Error::msg)?;
+    let http_addr = opts.http_socket_addr().map_err(anyhow::Error::msg)?;
+    let data_dir = opts.data_dir();
+    let nsqd = tokio::task::spawn_blocking(move || Nsqd::new(opts))
+        .await
+        .context("opening data directory")?
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+
+    let tcp = TcpListener::bind(tcp_addr)
+        .await
+        .with_context(|| format!("listen on TCP {tcp_addr}"))?;
+    let http = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("listen on HTTP {http_addr}"))?;
+    let tcp_local = tcp.local_addr()?;
+    let http_local = http.local_addr()?;
+    let _ = nsqd.tcp_addr.set(tcp_local);
+    let _ = nsqd.http_addr.set(http_local);
+    tracing::info!(tcp = %tcp_local, http = %http_local, data = %data_dir.display(), "nsqd listening");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let opts = nsqd.opts();
+    let lookup = Lookup::spawn(
+        LookupOptions {
+            addresses: opts.lookupd_tcp_addresses.clone(),
+            broadcast_address: opts.broadcast_address.clone(),
+            tcp_port: if opts.broadcast_tcp_port > 0 { opts.broadcast_tcp_port } else { tcp_local.port() },
+            http_port: if opts.broadcast_http_port > 0 { opts.broadcast_http_port } else { http_local.port() },
+            hostname: hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            version: NSQ_COMPAT_VERSION.to_string(),
+        },
+        Arc::new(NsqdRegistrations(Arc::downgrade(&nsqd))),
+        shutdown_rx.clone(),
+    );
+    let _ = nsqd.lookup.set(lookup);
+
+    // Connection tasks each hold a sender; when all are dropped, recv() returns None.
+    let (conn_done_tx, mut conn_done_rx) = mpsc::channel::<()>(1);
+    let accept = tokio::spawn(accept_loop(nsqd.clone(), tcp, shutdown_rx.clone(), conn_done_tx));
+
+    let mut http_shutdown = shutdown_rx.clone();
+    let app = crate::http::router(nsqd.clone());
+    let http_task = tokio::spawn(async move {
+        let r = axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|v| *v).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    let timers = {
+        let nsqd = nsqd.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TIMER_SCAN);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => nsqd.scan_timers(),
+                    _ = stop.wait_for(|v| *v) => return,
+                }
+            }
+        })
+    };
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    nsqd.exiting.store(true, std::sync::atomic::Ordering::Release);
+    let _ = shutdown_tx.send(true);
+    let _ = accept.await;
+    // Bounded wait for connections to finish their current command and close.
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn_done_rx.recv()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    let _ = timers.await;
+    let closing = nsqd.clone();
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .context("closing engine")?
+        .context("flushing data to disk")?;
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn accept_loop(
+    nsqd: Arc<Nsqd>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, remote)) => {
+                    let nsqd = nsqd.clone();
+                    let rx = shutdown.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        crate::protocol_v2::serve(nsqd, stream, remote, rx).await;
+                        drop(done);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! A topic as the server sees it: the engine topic (the log and memory tail, shared by all
+//! channels) plus the live channels and publish counters. Publishing wakes every channel;
+//! each channel's cursor then reads the new messages from the same stored copy.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::channel::{Channel, ChannelStats};
+use crate::stats::{LatencyStats, Quantiles};
+
+pub struct Topic {
+    pub name: String,
+    pub inner: Arc<engine::Topic>,
+    pub(crate) channels: RwLock<HashMap<String, Arc<Channel>>>,
+    pub message_count: AtomicU64,
+    pub message_bytes: AtomicU64,
+    pub deleted: AtomicBool,
+    /// Publish-to-FIN latency over all of this topic's channels.
+    pub e2e: Quantiles,
+    e2e_enabled: bool,
+    e2e_window: std::time::Duration,
+}
+
+/// Resolves once a durable publish is on stable storage.
+pub type DurableWait = oneshot::Receiver<Result<(), engine::Error>>;
+
+impl Topic {
+    pub fn new(inner: Arc<engine::Topic>, e2e_enabled: bool, e2e_window: std::time::Duration) -> Topic {
+        Topic {
+            e2e: Quantiles::new(e2e_enabled, e2e_window),
+            e2e_enabled,
+            e2e_window,
+            name: inner.name().to_string(),
+            inner,
+            channels: RwLock::new(HashMap::new()),
+            message_count: AtomicU64::new(0),
+            message_bytes: AtomicU64::new(0),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.inner.is_paused()
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.inner.is_ephemeral()
+    }
+
+    /// Publish bodies (all with the same deliver time). With `durable`, the returned
+    /// receiver resolves once the records are fsynced; the caller answers the client then.
+    pub fn publish(
+        &self,
+        bodies: Vec<Bytes>,
+        deliver_at_ms: u64,
+        durable: bool,
+    ) -> Result<Option<DurableWait>, engine::Error> {
+        let n = bodies.len() as u64;
+        let bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+        let msgs = bodies
+            .into_iter()
+            .map(|body| engine::NewMessage {
+                body,
+                deliver_at_ms,
+            })
+            .collect();
+        let (wait, cb) = if durable {
+            let (tx, rx) = oneshot::channel();
+            let cb: Box<dyn FnOnce(Result<(), engine::Error>) + Send> = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            (Some(rx), Some(cb))
+        } else {
+            (None, None)
+        };
+        self.inner.publish(msgs, cb)?;
+        self.message_count.fetch_add(n, Ordering::Relaxed);
+        self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.notify_channels();
+        Ok(wait)
+    }
+
+    pub fn notify_channels(&self) {
+        for c in self.channels.read().values() {
+            c.notify.notify_waiters();
+        }
+    }
+
+    pub fn get_channel(&self, name: &str) -> Option<Arc<Channel>> {
+        self.channels.read().get(name).cloned()
+    }
+
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        self.channels.read().values().cloned().collect()
+    }
+
+    /// Get or create; the bool says whether it was created now.
+    pub fn channel(&self, name: &str) -> Result<(Arc<Channel>, bool), engine::Error> {
+        if let Some(c) = self.get_channel(name) {
+            return Ok((c, false));
+        }
+        let mut channels = self.channels.write();
+        if let Some(c) = channels.get(name) {
+            return Ok((c.clone(), false));
+        }
+        let cursor = self.inner.channel(name)?;
+        let e2e = Quantiles::new(self.e2e_enabled, self.e2e_window);
+        let c = Arc::new(Channel::new(&self.name, cursor, e2e, self.e2e.clone()));
+        channels.insert(name.to_string(), c.clone());
+        Ok((c, true))
+    }
+
+    /// Remove a channel and its cursor; its subscribers are disconnected.
+    pub fn delete_channel(&self, name: &str) -> Result<bool, engine::Error> {
+        let Some(c) = self.channels.write().remove(name) else {
+            return Ok(false);
+        };
+        c.kick_clients();
+        self.inner.delete_channel(name)?;
+        Ok(true)
+    }
+
+    pub fn set_paused(&self, paused: bool) -> Result<(), engine::Error> {
+        self.inner.set_paused(paused)?;
+        if !paused {
+            self.notify_channels();
+        }
+        Ok(())
+    }
+
+    pub fn empty(&self) -> Result<(), engine::Error> {
+        self.inner.empty()
+    }
+
+    pub fn stats(
+        &self,
+        channel_filter: Option<&str>,
+        include_clients: bool,
+        percentiles: &[f64],
+    ) -> TopicStats {
+        let mut channels: Vec<ChannelStats> = self
+            .channels()
+            .iter()
+            .filter(|c| channel_filter.is_none_or(|f| f == c.name))
+            .map(|c| c.stats(include_clients, percentiles))
+            .collect();
+        channels.sort_by(|a, b| a.channel_name.cmp(&b.channel_name));
+        let ts = self.inner.stats();
+        TopicStats {
+            topic_name: self.name.clone(),
+            channels,
+            depth: ts.depth,
+            backend_depth: ts.backend_depth,
+            message_count: self.message_count.load(Ordering::Relaxed),
+            message_bytes: self.message_bytes.load(Ordering::Relaxed),
+            paused: self.is_paused(),
+            e2e_processing_latency: self.e2e.stats(percentiles),
+        }
+    }
+}
+
+/// A topic as /stats shows it (NSQ's field names).
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicStats {
+    pub topic_name: String,
+    pub channels: Vec<ChannelStats>,
+    pub depth: u64,
+    pub backend_depth: u64,
+    pub message_count: u64,
+    pub message_bytes: u64,
+    pub paused: bool,
+    pub e2e_processing_latency: LatencyStats,
+}
