@@ -50,12 +50,18 @@ impl AuthState {
     /// Publishing (empty channel) needs "publish"; subscribing needs "subscribe". Topic and
     /// channel patterns are regular expressions, as in NSQ.
     pub fn is_authorized(&self, topic: &str, channel: &str) -> bool {
-        self.authorizations.iter().any(|a| allowed(a, topic, channel))
+        self.authorizations
+            .iter()
+            .any(|a| allowed(a, topic, channel))
     }
 }
 
 fn allowed(a: &Authorization, topic: &str, channel: &str) -> bool {
-    let needed = if channel.is_empty() { "publish" } else { "subscribe" };
+    let needed = if channel.is_empty() {
+        "publish"
+    } else {
+        "subscribe"
+    };
     if !a.permissions.iter().any(|p| p == needed) {
         return false;
     }
@@ -152,7 +158,10 @@ mod tests {
     fn permissions_and_patterns() {
         let s = state(&["subscribe"], "^events$", &[".*"]);
         assert!(s.is_authorized("events", "ch"));
-        assert!(!s.is_authorized("events", ""), "publish needs the publish permission");
+        assert!(
+            !s.is_authorized("events", ""),
+            "publish needs the publish permission"
+        );
         assert!(!s.is_authorized("other", "ch"));
         let s = state(&["publish"], ".*", &[".*"]);
         assert!(s.is_authorized("anything", ""));

@@ -220,7 +220,10 @@ impl Channel {
                 if out[i].deliver_at_ms > now_ms {
                     let m = out.swap_remove(i);
                     let wait = Duration::from_millis(m.deliver_at_ms - now_ms);
-                    st.deferred.push(Reverse(Deferred { at: now + wait, msg: m }));
+                    st.deferred.push(Reverse(Deferred {
+                        at: now + wait,
+                        msg: m,
+                    }));
                 } else {
                     i += 1;
                 }

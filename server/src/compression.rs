@@ -25,7 +25,11 @@ pub enum Codec {
 
 impl Codec {
     /// Decompress whatever complete input is in `wire` into `plain`, consuming it.
-    pub fn decode(&mut self, wire: &mut BytesMut, plain: &mut BytesMut) -> Result<(), CompressionError> {
+    pub fn decode(
+        &mut self,
+        wire: &mut BytesMut,
+        plain: &mut BytesMut,
+    ) -> Result<(), CompressionError> {
         match self {
             Codec::Snappy(c) => c.decode(wire, plain),
             Codec::Deflate(c) => c.decode(wire, plain),
@@ -58,7 +62,11 @@ impl Default for SnappyCodec {
 }
 
 impl SnappyCodec {
-    fn decode(&mut self, wire: &mut BytesMut, plain: &mut BytesMut) -> Result<(), CompressionError> {
+    fn decode(
+        &mut self,
+        wire: &mut BytesMut,
+        plain: &mut BytesMut,
+    ) -> Result<(), CompressionError> {
         loop {
             if wire.len() < 4 {
                 return Ok(());
@@ -86,7 +94,9 @@ impl SnappyCodec {
                     let n = snap::raw::decompress_len(data)
                         .map_err(|e| CompressionError::Snappy(e.to_string()))?;
                     if n > 65536 {
-                        return Err(CompressionError::Snappy(format!("chunk decompresses to {n} bytes")));
+                        return Err(CompressionError::Snappy(format!(
+                            "chunk decompresses to {n} bytes"
+                        )));
                     }
                     self.scratch.resize(n, 0);
                     let n = self
@@ -102,7 +112,9 @@ impl SnappyCodec {
                     plain.extend_from_slice(&chunk[4..]);
                 }
                 0x02..=0x7f => {
-                    return Err(CompressionError::Snappy(format!("reserved chunk type {kind:#x}")));
+                    return Err(CompressionError::Snappy(format!(
+                        "reserved chunk type {kind:#x}"
+                    )));
                 }
                 _ => {} // padding and skippable chunks
             }
@@ -135,7 +147,11 @@ impl DeflateCodec {
         }
     }
 
-    fn decode(&mut self, wire: &mut BytesMut, plain: &mut BytesMut) -> Result<(), CompressionError> {
+    fn decode(
+        &mut self,
+        wire: &mut BytesMut,
+        plain: &mut BytesMut,
+    ) -> Result<(), CompressionError> {
         let mut out = [0u8; 16384];
         while !wire.is_empty() {
             let before_in = self.decompress.total_in();
@@ -201,12 +217,18 @@ mod tests {
 
     #[test]
     fn snappy_round_trip() {
-        round_trip(Codec::Snappy(SnappyCodec::default()), Codec::Snappy(SnappyCodec::default()));
+        round_trip(
+            Codec::Snappy(SnappyCodec::default()),
+            Codec::Snappy(SnappyCodec::default()),
+        );
     }
 
     #[test]
     fn deflate_round_trip() {
-        round_trip(Codec::Deflate(DeflateCodec::new(6)), Codec::Deflate(DeflateCodec::new(6)));
+        round_trip(
+            Codec::Deflate(DeflateCodec::new(6)),
+            Codec::Deflate(DeflateCodec::new(6)),
+        );
     }
 
     #[test]

@@ -36,8 +36,10 @@ fn json_response(status: StatusCode, body: String) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    r.headers_mut()
-        .insert("X-NSQ-Content-Type", HeaderValue::from_static("nsq; version=1.0"));
+    r.headers_mut().insert(
+        "X-NSQ-Content-Type",
+        HeaderValue::from_static("nsq; version=1.0"),
+    );
     r
 }
 
@@ -50,15 +52,19 @@ fn ok_json<T: Serialize>(v: &T) -> Response {
 
 fn ok_text(s: &'static str) -> Response {
     let mut r = (StatusCode::OK, s).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn ok_empty() -> Response {
     let mut r = StatusCode::OK.into_response();
-    r.headers_mut()
-        .insert("X-NSQ-Content-Type", HeaderValue::from_static("nsq; version=1.0"));
+    r.headers_mut().insert(
+        "X-NSQ-Content-Type",
+        HeaderValue::from_static("nsq; version=1.0"),
+    );
     r
 }
 
@@ -91,9 +97,10 @@ pub fn router(nsqd: Shared) -> Router {
         let p = path.to_string();
         let p2 = p.clone();
         let p3 = p.clone();
-        r = r
-            .route(path, post(move |s, q| admin(s, q, p)))
-            .route(old, get(move |s, q| admin(s, q, p2.clone())).post(move |s, q| admin(s, q, p3.clone())));
+        r = r.route(path, post(move |s, q| admin(s, q, p))).route(
+            old,
+            get(move |s, q| admin(s, q, p2.clone())).post(move |s, q| admin(s, q, p3.clone())),
+        );
     }
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -117,8 +124,10 @@ impl Params {
         if let Some(q) = q {
             for pair in q.split('&').filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let k = percent_decode(k).ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))?;
-                let v = percent_decode(v).ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))?;
+                let k = percent_decode(k)
+                    .ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))?;
+                let v = percent_decode(v)
+                    .ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))?;
                 m.entry(k).or_insert(v);
             }
         }
@@ -194,7 +203,9 @@ async fn info(State(nsqd): State<Shared>) -> Response {
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ()> {
-    axum::body::to_bytes(body, limit.saturating_add(1)).await.map_err(|_| ())
+    axum::body::to_bytes(body, limit.saturating_add(1))
+        .await
+        .map_err(|_| ())
 }
 
 async fn publish(State(nsqd): State<Shared>, RawQuery(q): RawQuery, body: Body) -> Response {
@@ -232,7 +243,12 @@ async fn do_publish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Respo
     Ok(ok_text("OK"))
 }
 
-async fn publish_to(nsqd: &Shared, topic: &str, bodies: Vec<Bytes>, deliver_at: u64) -> Result<(), ApiError> {
+async fn publish_to(
+    nsqd: &Shared,
+    topic: &str,
+    bodies: Vec<Bytes>,
+    deliver_at: u64,
+) -> Result<(), ApiError> {
     if nsqd.exiting.load(Ordering::Acquire) {
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"));
     }
@@ -250,7 +266,10 @@ async fn publish_to(nsqd: &Shared, topic: &str, bodies: Vec<Bytes>, deliver_at: 
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 nsqd.set_unhealthy(&e);
-                return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"));
+                return Err(ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_ERROR",
+                ));
             }
             Err(_) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING")),
         }
@@ -340,7 +359,8 @@ fn do_admin(nsqd: &Shared, q: Option<String>, path: &str) -> Result<(), ApiError
                 .ok_or(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))?;
             match path {
                 "/channel/delete" => {
-                    nsqd.delete_channel(&topic, &channel_name).map_err(internal)?;
+                    nsqd.delete_channel(&topic, &channel_name)
+                        .map_err(internal)?;
                 }
                 "/channel/empty" => channel.empty().map_err(internal)?,
                 "/channel/pause" => channel.set_paused(true).map_err(internal)?,
@@ -401,8 +421,10 @@ async fn stats(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
         return ok_json(&doc);
     }
     let mut r = (StatusCode::OK, stats_text(&nsqd, &doc)).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -412,9 +434,11 @@ fn memory_stats() -> serde_json::Value {
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .unwrap_or(0)
         * 1024;
@@ -434,7 +458,12 @@ fn memory_stats() -> serde_json::Value {
 fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "nsqd v{} (nsq-rs {})", NSQ_COMPAT_VERSION, crate::nsqd::VERSION);
+    let _ = writeln!(
+        s,
+        "nsqd v{} (nsq-rs {})",
+        NSQ_COMPAT_VERSION,
+        crate::nsqd::VERSION
+    );
     let _ = writeln!(s, "start_time {}", doc.start_time);
     let _ = writeln!(s, "uptime {:?}\n", nsqd.uptime());
     let _ = writeln!(s, "Health: {}\n", doc.health);
@@ -486,7 +515,12 @@ fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
     if !doc.producers.is_empty() {
         let _ = writeln!(s, "\nProducers:");
         for p in &doc.producers {
-            let _ = writeln!(s, "   [V2 {:<21}] msgs: {}", p.remote_address, p.pub_counts.iter().map(|c| c.count).sum::<u64>());
+            let _ = writeln!(
+                s,
+                "   [V2 {:<21}] msgs: {}",
+                p.remote_address,
+                p.pub_counts.iter().map(|c| c.count).sum::<u64>()
+            );
         }
     }
     s
@@ -563,7 +597,10 @@ async fn config_put(State(nsqd): State<Shared>, Path(opt): Path<String>, body: B
             }
         }
         "log_level" => {
-            let level = String::from_utf8_lossy(&body).trim().trim_matches('"').to_string();
+            let level = String::from_utf8_lossy(&body)
+                .trim()
+                .trim_matches('"')
+                .to_string();
             if let Err(e) = crate::logging::set_level(&level) {
                 tracing::warn!(error = %e, "bad log level");
                 return ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE").into_response();
@@ -633,7 +670,9 @@ mod tests {
 
     #[test]
     fn params_first_value_wins() {
-        let p = Params::parse(Some("topic=a&topic=b&binary".into())).ok().unwrap();
+        let p = Params::parse(Some("topic=a&topic=b&binary".into()))
+            .ok()
+            .unwrap();
         assert_eq!(p.get("topic"), Some("a"));
         assert!(p.0.contains_key("binary"));
     }

@@ -53,11 +53,17 @@ pub fn init(level: &str, prefix: &str) -> Result<(), String> {
     let (filter, handle) = reload::Layer::new(filter_for(level)?);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .event_format(Prefixed {
             prefix: prefix.to_string(),
             inner: tracing_subscriber::fmt::format().with_target(false),
         });
-    if tracing_subscriber::registry().with(filter).with(fmt).try_init().is_ok() {
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
         let _ = RELOAD.set(handle);
     }
     Ok(())

@@ -35,7 +35,10 @@ fn main() -> std::process::ExitCode {
         eprintln!("nsqd: {e}");
         return std::process::ExitCode::from(1);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("nsqd: cannot start runtime: {e}");

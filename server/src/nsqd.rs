@@ -165,7 +165,11 @@ impl Nsqd {
     }
 
     /// Get or create a channel on a topic.
-    pub fn get_channel(&self, topic: &Arc<Topic>, name: &str) -> Result<Arc<Channel>, engine::Error> {
+    pub fn get_channel(
+        &self,
+        topic: &Arc<Topic>,
+        name: &str,
+    ) -> Result<Arc<Channel>, engine::Error> {
         let (c, created) = topic.channel(name)?;
         if created {
             tracing::info!(topic = %topic.name, channel = %name, "channel created");

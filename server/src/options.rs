@@ -380,7 +380,10 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
             && a.starts_with('-')
             && !a.starts_with("--")
             && a.len() > 2
-            && a[1..].chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+            && a[1..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic());
         if is_go_long {
             out.push(format!("-{a}"));
         } else {
@@ -483,8 +486,14 @@ mod tests {
     #[test]
     fn single_dash_and_bools() {
         let args = normalize_args(
-            ["nsqd", "-mem-queue-size=0", "--snappy=false", "-deflate", "false"]
-                .map(String::from),
+            [
+                "nsqd",
+                "-mem-queue-size=0",
+                "--snappy=false",
+                "-deflate",
+                "false",
+            ]
+            .map(String::from),
         );
         let o = Options::try_parse_from(args).unwrap();
         assert_eq!(o.mem_queue_size, 0);

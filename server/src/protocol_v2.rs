@@ -77,7 +77,12 @@ impl Transport {
 }
 
 /// Serve one accepted connection until it closes, errs, or nsqd shuts down.
-pub async fn serve(nsqd: Arc<Nsqd>, stream: TcpStream, remote: SocketAddr, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    nsqd: Arc<Nsqd>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let id = nsqd.next_client_id();
     let opts = nsqd.opts();
@@ -156,9 +161,17 @@ impl Conn {
 
         let mut hb_tick = tokio::time::interval(self.heartbeat.unwrap_or(DEFAULT_HEARTBEAT));
         hb_tick.tick().await;
+        let mut hb_current = self.heartbeat;
         loop {
             // 1. Execute every complete command we have.
             self.process_input().await?;
+            if self.heartbeat != hb_current {
+                hb_current = self.heartbeat;
+                if let Some(i) = hb_current {
+                    hb_tick = tokio::time::interval(i);
+                    hb_tick.tick().await;
+                }
+            }
             if self.client.kicked.load(Ordering::Acquire) {
                 self.flush().await?;
                 return Err("channel deleted".into());
@@ -217,12 +230,6 @@ impl Conn {
                     return Ok(());
                 }
             }
-            if self.heartbeat != hb {
-                if let Some(i) = self.heartbeat {
-                    hb_tick = tokio::time::interval(i);
-                    hb_tick.tick().await;
-                }
-            }
         }
     }
 
@@ -273,7 +280,10 @@ impl Conn {
 
     async fn exec(&mut self, cmd: Command) -> Result<(), ClientError> {
         let opts = self.nsqd.opts();
-        if !matches!(cmd, Command::Identify(_)) && opts.tls_required() && !self.client.info.lock().tls {
+        if !matches!(cmd, Command::Identify(_))
+            && opts.tls_required()
+            && !self.client.info.lock().tls
+        {
             return Err(ClientError::fatal(
                 "E_INVALID",
                 format!("cannot {} in current state (TLS required)", cmd.name()),
@@ -290,7 +300,10 @@ impl Conn {
             Command::Touch(id) => self.touch(&id),
             Command::Cls => {
                 if self.state() != STATE_SUBSCRIBED {
-                    return Err(ClientError::fatal("E_INVALID", "cannot CLS in current state"));
+                    return Err(ClientError::fatal(
+                        "E_INVALID",
+                        "cannot CLS in current state",
+                    ));
                 }
                 self.client.state.store(STATE_CLOSING, Ordering::Release);
                 self.client.ready_count.store(0, Ordering::Release);
@@ -299,7 +312,11 @@ impl Conn {
             }
             Command::Pub { topic, body } => self.publish("PUB", topic, vec![body], 0).await,
             Command::Mpub { topic, bodies } => self.publish("MPUB", topic, bodies, 0).await,
-            Command::Dpub { topic, defer_ms, body } => {
+            Command::Dpub {
+                topic,
+                defer_ms,
+                body,
+            } => {
                 let max = opts.max_req_timeout.as_millis() as i64;
                 if defer_ms < 0 || defer_ms > max {
                     return Err(ClientError::fatal(
@@ -315,7 +332,10 @@ impl Conn {
 
     async fn identify(&mut self, body: Bytes) -> Result<(), ClientError> {
         if self.identified || self.state() != STATE_INIT {
-            return Err(ClientError::fatal("E_INVALID", "cannot IDENTIFY in current state"));
+            return Err(ClientError::fatal(
+                "E_INVALID",
+                "cannot IDENTIFY in current state",
+            ));
         }
         let data: protocol::identify::IdentifyData = serde_json::from_slice(&body)
             .map_err(|_| ClientError::fatal("E_BAD_BODY", "IDENTIFY failed to decode JSON body"))?;
@@ -385,8 +405,12 @@ impl Conn {
                 "cannot enable both deflate and snappy compression",
             ));
         }
-        let deflate_level = if data.deflate_level <= 0 { 6 } else { data.deflate_level }
-            .min(opts.max_deflate_level);
+        let deflate_level = if data.deflate_level <= 0 {
+            6
+        } else {
+            data.deflate_level
+        }
+        .min(opts.max_deflate_level);
 
         self.heartbeat = hb;
         self.output_buffer_size = obs;
@@ -439,13 +463,13 @@ impl Conn {
             .map_err(|e| ClientError::fatal("E_IDENTIFY_FAILED", format!("IDENTIFY failed {e}")))?;
 
         if tls {
-            self.upgrade_tls()
-                .await
-                .map_err(|e| ClientError::fatal("E_IDENTIFY_FAILED", format!("IDENTIFY failed {e}")))?;
+            self.upgrade_tls().await.map_err(|e| {
+                ClientError::fatal("E_IDENTIFY_FAILED", format!("IDENTIFY failed {e}"))
+            })?;
             self.push_frame(v2::FRAME_TYPE_RESPONSE, b"OK");
-            self.flush()
-                .await
-                .map_err(|e| ClientError::fatal("E_IDENTIFY_FAILED", format!("IDENTIFY failed {e}")))?;
+            self.flush().await.map_err(|e| {
+                ClientError::fatal("E_IDENTIFY_FAILED", format!("IDENTIFY failed {e}"))
+            })?;
         }
         if snappy || deflate {
             let mut codec = if snappy {
@@ -457,7 +481,9 @@ impl Conn {
             let mut pending = std::mem::take(&mut self.raw_in);
             codec
                 .decode(&mut pending, &mut self.plain_in)
-                .map_err(|e| ClientError::fatal("E_IDENTIFY_FAILED", format!("IDENTIFY failed {e}")))?;
+                .map_err(|e| {
+                    ClientError::fatal("E_IDENTIFY_FAILED", format!("IDENTIFY failed {e}"))
+                })?;
             self.raw_in = pending;
             self.codec = Some(codec);
             self.push_frame(v2::FRAME_TYPE_RESPONSE, b"OK");
@@ -470,7 +496,8 @@ impl Conn {
         if !self.raw_in.is_empty() {
             return Err("unexpected data before TLS handshake".into());
         }
-        let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading) else {
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Upgrading)
+        else {
             return Err("TLS already active".into());
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
@@ -497,7 +524,10 @@ impl Conn {
 
     async fn auth(&mut self, body: Bytes) -> Result<(), ClientError> {
         if self.state() != STATE_INIT {
-            return Err(ClientError::fatal("E_INVALID", "cannot AUTH in current state"));
+            return Err(ClientError::fatal(
+                "E_INVALID",
+                "cannot AUTH in current state",
+            ));
         }
         if self.auth.is_some() {
             return Err(ClientError::fatal("E_INVALID", "AUTH already set"));
@@ -523,7 +553,10 @@ impl Conn {
                 ClientError::fatal("E_AUTH_FAILED", "AUTH failed")
             })?;
         if state.authorizations.is_empty() {
-            return Err(ClientError::fatal("E_UNAUTHORIZED", "AUTH no authorizations found"));
+            return Err(ClientError::fatal(
+                "E_UNAUTHORIZED",
+                "AUTH no authorizations found",
+            ));
         }
         let resp = serde_json::json!({
             "identity": state.identity,
@@ -542,13 +575,21 @@ impl Conn {
     }
 
     /// Authorization check for SUB/PUB when an auth server is configured.
-    async fn check_auth(&mut self, cmd: &str, topic: &str, channel: &str) -> Result<(), ClientError> {
+    async fn check_auth(
+        &mut self,
+        cmd: &str,
+        topic: &str,
+        channel: &str,
+    ) -> Result<(), ClientError> {
         let opts = self.nsqd.opts();
         if opts.auth_http_addresses.is_empty() {
             return Ok(());
         }
         let Some(state) = self.auth.as_ref() else {
-            return Err(ClientError::fatal("E_AUTH_FIRST", format!("AUTH required before {cmd}")));
+            return Err(ClientError::fatal(
+                "E_AUTH_FIRST",
+                format!("AUTH required before {cmd}"),
+            ));
         };
         if state.expired() {
             // Refresh with the same secret, as NSQ does when the TTL runs out.
@@ -582,10 +623,16 @@ impl Conn {
 
     async fn sub(&mut self, topic_name: String, channel_name: String) -> Result<(), ClientError> {
         if self.state() != STATE_INIT {
-            return Err(ClientError::fatal("E_INVALID", "cannot SUB in current state"));
+            return Err(ClientError::fatal(
+                "E_INVALID",
+                "cannot SUB in current state",
+            ));
         }
         if self.heartbeat.is_none() {
-            return Err(ClientError::fatal("E_INVALID", "cannot SUB with heartbeats disabled"));
+            return Err(ClientError::fatal(
+                "E_INVALID",
+                "cannot SUB with heartbeats disabled",
+            ));
         }
         self.check_auth("SUB", &topic_name, &channel_name).await?;
         let opts = self.nsqd.opts();
@@ -599,10 +646,14 @@ impl Conn {
                 .nsqd
                 .get_channel(&topic, &channel_name)
                 .map_err(|e| ClientError::fatal("E_SUB_FAILED", format!("SUB failed {e}")))?;
-            if let Err(max) = channel.add_client(self.client.clone(), opts.max_channel_consumers as usize) {
+            if let Err(max) =
+                channel.add_client(self.client.clone(), opts.max_channel_consumers as usize)
+            {
                 return Err(ClientError::fatal(
                     "E_TOO_MANY_CHANNEL_CONSUMERS",
-                    format!("channel consumers for {topic_name}:{channel_name} exceeds limit of {max}"),
+                    format!(
+                        "channel consumers for {topic_name}:{channel_name} exceeds limit of {max}"
+                    ),
                 ));
             }
             if channel.deleted.load(Ordering::Acquire) || topic.deleted.load(Ordering::Acquire) {
@@ -615,7 +666,10 @@ impl Conn {
             self.push_frame(v2::FRAME_TYPE_RESPONSE, b"OK");
             return Ok(());
         }
-        Err(ClientError::fatal("E_SUB_FAILED", "SUB failed channel is exiting"))
+        Err(ClientError::fatal(
+            "E_SUB_FAILED",
+            "SUB failed channel is exiting",
+        ))
     }
 
     fn rdy(&mut self, count: i64) -> Result<(), ClientError> {
@@ -624,7 +678,10 @@ impl Conn {
             return Ok(());
         }
         if state != STATE_SUBSCRIBED {
-            return Err(ClientError::fatal("E_INVALID", "cannot RDY in current state"));
+            return Err(ClientError::fatal(
+                "E_INVALID",
+                "cannot RDY in current state",
+            ));
         }
         let max = self.nsqd.opts().max_rdy_count;
         if count < 0 || count > max {
@@ -641,14 +698,20 @@ impl Conn {
         let state = self.state();
         match &self.sub {
             Some((_, c)) if state == STATE_SUBSCRIBED || state == STATE_CLOSING => Ok(c.clone()),
-            _ => Err(ClientError::fatal("E_INVALID", format!("cannot {what} in current state"))),
+            _ => Err(ClientError::fatal(
+                "E_INVALID",
+                format!("cannot {what} in current state"),
+            )),
         }
     }
 
     fn fin(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
         let channel = self.subscribed_channel("FIN")?;
         channel.finish(&self.client, id).map_err(|e| {
-            ClientError::soft("E_FIN_FAILED", format!("FIN {} failed {e}", String::from_utf8_lossy(id)))
+            ClientError::soft(
+                "E_FIN_FAILED",
+                format!("FIN {} failed {e}", String::from_utf8_lossy(id)),
+            )
         })
     }
 
@@ -658,7 +721,10 @@ impl Conn {
         // Out-of-range delays are clamped, as NSQ 1.x does.
         let delay = Duration::from_millis(timeout_ms.max(0) as u64).min(max);
         channel.requeue(&self.client, id, delay).map_err(|e| {
-            ClientError::soft("E_REQ_FAILED", format!("REQ {} failed {e}", String::from_utf8_lossy(id)))
+            ClientError::soft(
+                "E_REQ_FAILED",
+                format!("REQ {} failed {e}", String::from_utf8_lossy(id)),
+            )
         })
     }
 
@@ -780,7 +846,9 @@ impl Conn {
             Err(_) => return Err("write timed out (client not reading)".into()),
         }
         self.out.clear();
-        if self.output_buffer_size > 0 && self.out.capacity() > 4 * self.output_buffer_size.max(DEFAULT_OUTPUT_BUFFER) {
+        if self.output_buffer_size > 0
+            && self.out.capacity() > 4 * self.output_buffer_size.max(DEFAULT_OUTPUT_BUFFER)
+        {
             self.out = BytesMut::with_capacity(self.output_buffer_size.max(DEFAULT_OUTPUT_BUFFER));
         }
         Ok(())

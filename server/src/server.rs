@@ -46,8 +46,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         LookupOptions {
             addresses: opts.lookupd_tcp_addresses.clone(),
             broadcast_address: opts.broadcast_address.clone(),
-            tcp_port: if opts.broadcast_tcp_port > 0 { opts.broadcast_tcp_port } else { tcp_local.port() },
-            http_port: if opts.broadcast_http_port > 0 { opts.broadcast_http_port } else { http_local.port() },
+            tcp_port: if opts.broadcast_tcp_port > 0 {
+                opts.broadcast_tcp_port
+            } else {
+                tcp_local.port()
+            },
+            http_port: if opts.broadcast_http_port > 0 {
+                opts.broadcast_http_port
+            } else {
+                http_local.port()
+            },
             hostname: hostname::get()
                 .ok()
                 .and_then(|h| h.into_string().ok())
@@ -61,7 +69,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     // Connection tasks each hold a sender; when all are dropped, recv() returns None.
     let (conn_done_tx, mut conn_done_rx) = mpsc::channel::<()>(1);
-    let accept = tokio::spawn(accept_loop(nsqd.clone(), tcp, shutdown_rx.clone(), conn_done_tx));
+    let accept = tokio::spawn(accept_loop(
+        nsqd.clone(),
+        tcp,
+        shutdown_rx.clone(),
+        conn_done_tx,
+    ));
 
     let mut http_shutdown = shutdown_rx.clone();
     let app = crate::http::router(nsqd.clone());
@@ -84,7 +97,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             loop {
                 tokio::select! {
                     _ = tick.tick() => nsqd.scan_timers(),
-                    _ = stop.wait_for(|v| *v) => return,
+                    _ = stop.changed() => return,
                 }
             }
         })
@@ -92,7 +105,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutting down");
-    nsqd.exiting.store(true, std::sync::atomic::Ordering::Release);
+    nsqd.exiting
+        .store(true, std::sync::atomic::Ordering::Release);
     let _ = shutdown_tx.send(true);
     let _ = accept.await;
     // Bounded wait for connections to finish their current command and close.
@@ -114,12 +128,13 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
+    let for_conns = shutdown.clone();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, remote)) => {
                     let nsqd = nsqd.clone();
-                    let rx = shutdown.clone();
+                    let rx = for_conns.clone();
                     let done = done.clone();
                     tokio::spawn(async move {
                         crate::protocol_v2::serve(nsqd, stream, remote, rx).await;
@@ -132,7 +147,7 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = shutdown.wait_for(|v| *v) => return,
+            _ = shutdown.changed() => return,
         }
     }
 }

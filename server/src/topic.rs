@@ -31,7 +31,11 @@ pub struct Topic {
 pub type DurableWait = oneshot::Receiver<Result<(), engine::Error>>;
 
 impl Topic {
-    pub fn new(inner: Arc<engine::Topic>, e2e_enabled: bool, e2e_window: std::time::Duration) -> Topic {
+    pub fn new(
+        inner: Arc<engine::Topic>,
+        e2e_enabled: bool,
+        e2e_window: std::time::Duration,
+    ) -> Topic {
         Topic {
             e2e: Quantiles::new(e2e_enabled, e2e_window),
             e2e_enabled,

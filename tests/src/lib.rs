@@ -137,7 +137,12 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Minimal HTTP/1.0 client: returns (status, body). Enough for the daemons' APIs and keeps
 /// the tests independent of the servers' own HTTP stack.
-pub fn http(method: &str, addr: SocketAddr, path_and_query: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+pub fn http(
+    method: &str,
+    addr: SocketAddr,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let head = format!(
@@ -172,7 +177,10 @@ pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> Result<(u16, Vec<
 pub fn http_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
     let (status, body) = http_get(addr, path)?;
     if status != 200 {
-        bail!("GET {path}: status {status}: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "GET {path}: status {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     Ok(serde_json::from_slice(&body)?)
 }
@@ -289,7 +297,12 @@ impl Nsqd {
         Err(last_err)
     }
 
-    fn try_start(data: &Path, tcp: SocketAddr, http: SocketAddr, extra: &[String]) -> Result<Daemon> {
+    fn try_start(
+        data: &Path,
+        tcp: SocketAddr,
+        http: SocketAddr,
+        extra: &[String],
+    ) -> Result<Daemon> {
         let mut args = vec![
             format!("--tcp-address={tcp}"),
             format!("--http-address={http}"),
@@ -298,7 +311,11 @@ impl Nsqd {
         args.extend(extra.iter().cloned());
         let log = data.join(format!("nsqd-{}.log", tcp.port()));
         let child = spawn_logged("nsqd", &args, &log)?;
-        let mut d = Daemon { child, name: "nsqd".into(), log };
+        let mut d = Daemon {
+            child,
+            name: "nsqd".into(),
+            log,
+        };
         wait_ready(&mut d, http)?;
         Ok(d)
     }
@@ -307,7 +324,10 @@ impl Nsqd {
     pub fn restart(mut self) -> Result<Nsqd> {
         let code = self.daemon.terminate(Duration::from_secs(20))?;
         if code != Some(0) {
-            bail!("nsqd exited with {code:?} on SIGTERM:\n{}", self.daemon.log_text());
+            bail!(
+                "nsqd exited with {code:?} on SIGTERM:\n{}",
+                self.daemon.log_text()
+            );
         }
         let tmp = self._tmp.take();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
@@ -350,7 +370,12 @@ pub fn wait_ready(d: &mut Daemon, http_addr: SocketAddr) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{} not ready within {:?}:\n{}", d.name, START_TIMEOUT, d.log_text());
+            bail!(
+                "{} not ready within {:?}:\n{}",
+                d.name,
+                START_TIMEOUT,
+                d.log_text()
+            );
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -443,7 +468,10 @@ impl RawConn {
     pub fn read_message(&mut self) -> Result<RawMessage> {
         let (ty, data) = self.read_non_heartbeat()?;
         if ty != FRAME_MESSAGE {
-            bail!("expected message, got type {ty} {:?}", String::from_utf8_lossy(&data));
+            bail!(
+                "expected message, got type {ty} {:?}",
+                String::from_utf8_lossy(&data)
+            );
         }
         RawMessage::decode(&data)
     }
@@ -507,7 +535,17 @@ pub fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-addext")
         .arg("subjectAltName=IP:127.0.0.1,DNS:localhost")
         .arg("-keyout")

@@ -11,7 +11,8 @@ fn publish(nsqd: &Nsqd, topic: &str, bodies: &[String]) {
     let mut p = RawConn::connect(nsqd.tcp).unwrap();
     for chunk in bodies.chunks(100) {
         let refs: Vec<&[u8]> = chunk.iter().map(|s| s.as_bytes()).collect();
-        p.cmd(&format!("MPUB {topic}"), Some(&mpub_body(&refs))).unwrap();
+        p.cmd(&format!("MPUB {topic}"), Some(&mpub_body(&refs)))
+            .unwrap();
         p.expect_response("OK").unwrap();
     }
 }
@@ -29,7 +30,11 @@ fn receive(c: &mut RawConn, n: usize) -> Vec<(String, String, u16)> {
     (0..n)
         .map(|_| {
             let m = c.read_message().unwrap();
-            (m.id, String::from_utf8_lossy(&m.body).to_string(), m.attempts)
+            (
+                m.id,
+                String::from_utf8_lossy(&m.body).to_string(),
+                m.attempts,
+            )
         })
         .collect()
 }
@@ -37,9 +42,14 @@ fn receive(c: &mut RawConn, n: usize) -> Vec<(String, String, u16)> {
 fn assert_quiet(c: &mut RawConn, for_: Duration) {
     c.stream.set_read_timeout(Some(for_)).unwrap();
     if let Ok(m) = c.read_message() {
-        panic!("unexpected extra message {:?}", String::from_utf8_lossy(&m.body));
+        panic!(
+            "unexpected extra message {:?}",
+            String::from_utf8_lossy(&m.body)
+        );
     }
-    c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
 }
 
 #[test]
@@ -60,7 +70,9 @@ fn unfinished_messages_survive_kill_9() {
     // FIN has no reply: make sure the server processed them before the crash by waiting
     // for the in-flight count to drop.
     let ok = nsq_blackbox_tests::wait_until(Duration::from_secs(5), || {
-        nsqd.stats().ok().is_some_and(|s| s["topics"][0]["channels"][0]["in_flight_count"] == 200)
+        nsqd.stats()
+            .ok()
+            .is_some_and(|s| s["topics"][0]["channels"][0]["in_flight_count"] == 200)
     });
     assert!(ok);
     drop(c);
@@ -69,12 +81,18 @@ fn unfinished_messages_survive_kill_9() {
     // At least once: every unfinished message comes back. Finishes not yet synced when
     // the process died may be delivered again too; nothing else may appear.
     let mut have = BTreeSet::new();
-    c.stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     while let Ok(m) = c.read_message() {
         have.insert(String::from_utf8_lossy(&m.body).to_string());
     }
     let want: BTreeSet<String> = bodies[100..].iter().cloned().collect();
-    assert!(have.is_superset(&want), "missing {:?}", want.difference(&have).take(5).collect::<Vec<_>>());
+    assert!(
+        have.is_superset(&want),
+        "missing {:?}",
+        want.difference(&have).take(5).collect::<Vec<_>>()
+    );
     let all: BTreeSet<String> = bodies.iter().cloned().collect();
     assert!(have.is_subset(&all));
 }
@@ -88,12 +106,18 @@ fn finished_messages_do_not_return_after_clean_restart() {
     publish(&nsqd, "t", &bodies);
     let mut c = subscribe(&nsqd, "t", "c", 500);
     let got = receive(&mut c, 500);
+    c.cmd("RDY 0", None).unwrap();
     for (id, _, _) in &got {
         c.cmd(&format!("FIN {id}"), None).unwrap();
     }
-    assert!(nsq_blackbox_tests::wait_until(Duration::from_secs(5), || {
-        nsqd.stats().ok().is_some_and(|s| s["topics"][0]["channels"][0]["in_flight_count"] == 0)
-    }));
+    assert!(nsq_blackbox_tests::wait_until(
+        Duration::from_secs(5),
+        || {
+            nsqd.stats()
+                .ok()
+                .is_some_and(|s| s["topics"][0]["channels"][0]["in_flight_count"] == 0)
+        }
+    ));
     drop(c);
     let nsqd = nsqd.restart().unwrap();
     let mut c = subscribe(&nsqd, "t", "c", 1000);
@@ -156,9 +180,14 @@ fn requeued_message_survives_crash() {
     let mut c = subscribe(&nsqd, "t", "c", 1);
     let m = c.read_message().unwrap();
     c.cmd(&format!("REQ {} 60000", m.id), None).unwrap();
-    assert!(nsq_blackbox_tests::wait_until(Duration::from_secs(5), || {
-        nsqd.stats().ok().is_some_and(|s| s["topics"][0]["channels"][0]["deferred_count"] == 1)
-    }));
+    assert!(nsq_blackbox_tests::wait_until(
+        Duration::from_secs(5),
+        || {
+            nsqd.stats()
+                .ok()
+                .is_some_and(|s| s["topics"][0]["channels"][0]["deferred_count"] == 1)
+        }
+    ));
     drop(c);
     let nsqd = nsqd.crash_restart().unwrap();
     let mut c = subscribe(&nsqd, "t", "c", 1);

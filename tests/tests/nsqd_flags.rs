@@ -36,10 +36,17 @@ fn bad_values_are_refused_clearly() {
 fn config_file_and_go_style_flags() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("nsqd.toml");
-    std::fs::write(&cfg, "mem_queue_size = 123\nmsg_timeout = \"30s\"\nmax_rdy_count = 50\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "mem_queue_size = 123\nmsg_timeout = \"30s\"\nmax_rdy_count = 50\n",
+    )
+    .unwrap();
     let nsqd = Nsqd::start(&[&format!("--config={}", cfg.display()), "-max-rdy-count=60"]).unwrap();
     assert_eq!(http_json(nsqd.http, "/config/mem_queue_size").unwrap(), 123);
-    assert_eq!(http_json(nsqd.http, "/config/msg_timeout").unwrap(), 30_000_000_000u64);
+    assert_eq!(
+        http_json(nsqd.http, "/config/msg_timeout").unwrap(),
+        30_000_000_000u64
+    );
     // The command line wins over the file.
     assert_eq!(http_json(nsqd.http, "/config/max_rdy_count").unwrap(), 60);
 }
@@ -54,7 +61,10 @@ fn sigterm_and_sigint_exit_zero() {
             if let Some(s) = nsqd.daemon.child.try_wait().unwrap() {
                 break s.code();
             }
-            assert!(std::time::Instant::now() < deadline, "nsqd did not exit on signal {sig}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nsqd did not exit on signal {sig}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         assert_eq!(code, Some(0), "log:\n{}", nsqd.daemon.log_text());

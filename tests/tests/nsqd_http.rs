@@ -5,7 +5,8 @@ use std::time::Duration;
 use nsq_blackbox_tests::{http, http_get, http_json, http_post, wait_until, Nsqd, RawConn};
 
 fn body_json(b: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+    serde_json::from_slice(b)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
 
 fn topic<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -69,7 +70,11 @@ fn pub_and_mpub() {
     let (st, _) = http_post(nsqd.http, "/mpub?topic=t&binary=true", &[0, 0, 0, 5, 0, 0]).unwrap();
     assert!(st == 400 || st == 413, "status {st}");
     let s = nsqd.stats().unwrap();
-    assert_eq!(topic(&s, "t")["message_count"], 6, "failed publishes must not count");
+    assert_eq!(
+        topic(&s, "t")["message_count"],
+        6,
+        "failed publishes must not count"
+    );
 }
 
 #[test]
@@ -108,11 +113,27 @@ fn topic_and_channel_admin() {
     err("/topic/create", 400, "MISSING_ARG_TOPIC");
     err("/topic/create?topic=no%20spaces", 400, "INVALID_TOPIC");
     err("/topic/delete?topic=missing", 404, "TOPIC_NOT_FOUND");
-    err("/channel/create?topic=missing&channel=c", 404, "TOPIC_NOT_FOUND");
+    err(
+        "/channel/create?topic=missing&channel=c",
+        404,
+        "TOPIC_NOT_FOUND",
+    );
     err("/channel/create?topic=a", 400, "MISSING_ARG_CHANNEL");
-    err("/channel/create?topic=a&channel=bad!", 400, "INVALID_CHANNEL");
-    err("/channel/delete?topic=a&channel=missing", 404, "CHANNEL_NOT_FOUND");
-    err("/channel/empty?topic=a&channel=missing", 404, "CHANNEL_NOT_FOUND");
+    err(
+        "/channel/create?topic=a&channel=bad!",
+        400,
+        "INVALID_CHANNEL",
+    );
+    err(
+        "/channel/delete?topic=a&channel=missing",
+        404,
+        "CHANNEL_NOT_FOUND",
+    );
+    err(
+        "/channel/empty?topic=a&channel=missing",
+        404,
+        "CHANNEL_NOT_FOUND",
+    );
 
     // Empty a channel with a backlog.
     for _ in 0..5 {
@@ -157,8 +178,11 @@ fn stats_shapes() {
     http_post(nsqd.http, "/topic/create?topic=t", b"").unwrap();
     http_post(nsqd.http, "/channel/create?topic=t&channel=c", b"").unwrap();
     let mut c = RawConn::connect(nsqd.tcp).unwrap();
-    c.cmd("IDENTIFY", Some(br#"{"client_id":"statsclient","hostname":"h1","user_agent":"ua/1"}"#))
-        .unwrap();
+    c.cmd(
+        "IDENTIFY",
+        Some(br#"{"client_id":"statsclient","hostname":"h1","user_agent":"ua/1"}"#),
+    )
+    .unwrap();
     c.expect_response("OK").unwrap();
     c.cmd("SUB t c", None).unwrap();
     c.expect_response("OK").unwrap();
@@ -171,11 +195,27 @@ fn stats_shapes() {
         topic(&s, "t")["channels"][0]["clients"][0]["finish_count"] == 1
     }));
     let s = nsqd.stats().unwrap();
-    for k in ["version", "health", "start_time", "topics", "memory", "producers"] {
+    for k in [
+        "version",
+        "health",
+        "start_time",
+        "topics",
+        "memory",
+        "producers",
+    ] {
         assert!(s.get(k).is_some(), "missing {k}");
     }
     let t = topic(&s, "t");
-    for k in ["topic_name", "channels", "depth", "backend_depth", "message_count", "message_bytes", "paused", "e2e_processing_latency"] {
+    for k in [
+        "topic_name",
+        "channels",
+        "depth",
+        "backend_depth",
+        "message_count",
+        "message_bytes",
+        "paused",
+        "e2e_processing_latency",
+    ] {
         assert!(t.get(k).is_some(), "topic missing {k}: {t}");
     }
     let ch = &t["channels"][0];
@@ -202,10 +242,16 @@ fn stats_shapes() {
     assert_eq!(cl["ready_count"], 5);
     assert_eq!(cl["message_count"], 1);
     assert_eq!(ch["e2e_processing_latency"]["count"], 1);
-    assert_eq!(ch["e2e_processing_latency"]["percentiles"][0]["quantile"], 0.99);
+    assert_eq!(
+        ch["e2e_processing_latency"]["percentiles"][0]["quantile"],
+        0.99
+    );
 
     let s = http_json(nsqd.http, "/stats?format=json&include_clients=false").unwrap();
-    assert!(topic(&s, "t")["channels"][0]["clients"].as_array().unwrap().is_empty());
+    assert!(topic(&s, "t")["channels"][0]["clients"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     let s = http_json(nsqd.http, "/stats?format=json&topic=nothing").unwrap();
     assert!(s["topics"].as_array().unwrap().is_empty());
     // Text format.
@@ -228,7 +274,13 @@ fn config_endpoint() {
     let (st, _) = http("PUT", nsqd.http, "/config/log_level", b"debug").unwrap();
     assert_eq!(st, 200);
     assert_eq!(http_json(nsqd.http, "/config/log_level").unwrap(), "debug");
-    let (st, _) = http("PUT", nsqd.http, "/config/nsqlookupd_tcp_addresses", b"not json").unwrap();
+    let (st, _) = http(
+        "PUT",
+        nsqd.http,
+        "/config/nsqlookupd_tcp_addresses",
+        b"not json",
+    )
+    .unwrap();
     assert_eq!(st, 400);
     let (st, _) = http("PUT", nsqd.http, "/config/mem_queue_size", b"5").unwrap();
     assert_eq!(st, 400);
@@ -246,7 +298,8 @@ fn broken_requests_do_not_disturb() {
     let _ = s.read_to_end(&mut buf);
     // A body shorter than its Content-Length, then close.
     let mut s = std::net::TcpStream::connect(nsqd.http).unwrap();
-    s.write_all(b"POST /pub?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort").unwrap();
+    s.write_all(b"POST /pub?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort")
+        .unwrap();
     drop(s);
     let (st, _) = http_post(nsqd.http, "/pub?topic=t", b"fine").unwrap();
     assert_eq!(st, 200);

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use nsq_blackbox_tests::{http_json, http_post, mpub_body, Nsqd, RawConn, FRAME_ERROR, FRAME_RESPONSE};
+use nsq_blackbox_tests::{
+    http_json, http_post, mpub_body, Nsqd, RawConn, FRAME_ERROR, FRAME_RESPONSE,
+};
 
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
@@ -46,7 +48,8 @@ fn pub_sub_fin_round_trip() {
         .as_nanos() as i64;
     p.cmd("PUB t", Some(b"hello")).unwrap();
     p.expect_response("OK").unwrap();
-    p.cmd("MPUB t", Some(&mpub_body(&[b"a", b"bb", b"ccc"]))).unwrap();
+    p.cmd("MPUB t", Some(&mpub_body(&[b"a", b"bb", b"ccc"])))
+        .unwrap();
     p.expect_response("OK").unwrap();
 
     let mut bodies = Vec::new();
@@ -56,11 +59,23 @@ fn pub_sub_fin_round_trip() {
         assert_eq!(m.attempts, 1);
         assert_eq!(m.id.len(), 16);
         assert!(m.id.bytes().all(|b| b.is_ascii_hexdigit()), "id {:?}", m.id);
-        assert!(m.timestamp >= before - 1_000_000_000, "timestamp {}", m.timestamp);
+        assert!(
+            m.timestamp >= before - 1_000_000_000,
+            "timestamp {}",
+            m.timestamp
+        );
         bodies.push(m.body.clone());
         ids.push(m.id.clone());
     }
-    assert_eq!(bodies, vec![b"hello".to_vec(), b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()]);
+    assert_eq!(
+        bodies,
+        vec![
+            b"hello".to_vec(),
+            b"a".to_vec(),
+            b"bb".to_vec(),
+            b"ccc".to_vec()
+        ]
+    );
     let mut uniq = ids.clone();
     uniq.sort();
     uniq.dedup();
@@ -209,10 +224,22 @@ fn identify_negotiation_and_errors() {
 
     // Out-of-range settings.
     for (body, want) in [
-        (r#"{"heartbeat_interval":10}"#, "E_BAD_BODY IDENTIFY heartbeat interval (10) is invalid"),
-        (r#"{"sample_rate":101}"#, "E_BAD_BODY IDENTIFY sample rate (101) is invalid"),
-        (r#"{"msg_timeout":10}"#, "E_BAD_BODY IDENTIFY msg timeout (10) is invalid"),
-        (r#"{"output_buffer_size":10}"#, "E_BAD_BODY IDENTIFY output buffer size (10) is invalid"),
+        (
+            r#"{"heartbeat_interval":10}"#,
+            "E_BAD_BODY IDENTIFY heartbeat interval (10) is invalid",
+        ),
+        (
+            r#"{"sample_rate":101}"#,
+            "E_BAD_BODY IDENTIFY sample rate (101) is invalid",
+        ),
+        (
+            r#"{"msg_timeout":10}"#,
+            "E_BAD_BODY IDENTIFY msg timeout (10) is invalid",
+        ),
+        (
+            r#"{"output_buffer_size":10}"#,
+            "E_BAD_BODY IDENTIFY output buffer size (10) is invalid",
+        ),
     ] {
         let mut c = RawConn::connect(nsqd.tcp).unwrap();
         c.cmd("IDENTIFY", Some(body.as_bytes())).unwrap();
@@ -222,7 +249,11 @@ fn identify_negotiation_and_errors() {
     }
     // Both compressions at once.
     let mut c = RawConn::connect(nsqd.tcp).unwrap();
-    c.cmd("IDENTIFY", Some(br#"{"feature_negotiation":true,"snappy":true,"deflate":true}"#)).unwrap();
+    c.cmd(
+        "IDENTIFY",
+        Some(br#"{"feature_negotiation":true,"snappy":true,"deflate":true}"#),
+    )
+    .unwrap();
     c.expect_error("E_IDENTIFY_FAILED").unwrap();
     assert_serving(&nsqd);
 }
@@ -232,9 +263,18 @@ fn state_errors() {
     let nsqd = Nsqd::start(&[]).unwrap();
     for (line, want) in [
         ("RDY 10", "E_INVALID cannot RDY in current state"),
-        ("FIN 0000000000000000", "E_INVALID cannot FIN in current state"),
-        ("REQ 0000000000000000 0", "E_INVALID cannot REQ in current state"),
-        ("TOUCH 0000000000000000", "E_INVALID cannot TOUCH in current state"),
+        (
+            "FIN 0000000000000000",
+            "E_INVALID cannot FIN in current state",
+        ),
+        (
+            "REQ 0000000000000000 0",
+            "E_INVALID cannot REQ in current state",
+        ),
+        (
+            "TOUCH 0000000000000000",
+            "E_INVALID cannot TOUCH in current state",
+        ),
         ("CLS", "E_INVALID cannot CLS in current state"),
     ] {
         let mut c = RawConn::connect(nsqd.tcp).unwrap();
@@ -251,7 +291,10 @@ fn state_errors() {
     // RDY out of range.
     let mut c = subscriber(&nsqd, "t", "c", 0);
     c.cmd("RDY 2501", None).unwrap();
-    assert_eq!(c.expect_error("E_INVALID").unwrap(), "E_INVALID RDY count 2501 out of range 0-2500");
+    assert_eq!(
+        c.expect_error("E_INVALID").unwrap(),
+        "E_INVALID RDY count 2501 out of range 0-2500"
+    );
     assert!(c.is_closed(CLOSE_WAIT));
     assert_serving(&nsqd);
 }
@@ -311,7 +354,11 @@ fn req_redelivers_with_attempts_and_delay() {
     let s = nsqd.stats().unwrap();
     assert_eq!(s["topics"][0]["channels"][0]["deferred_count"], 1, "{s}");
     let m3 = c.read_message().unwrap();
-    assert!(t0.elapsed() >= Duration::from_millis(650), "redelivered after {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(650),
+        "redelivered after {:?}",
+        t0.elapsed()
+    );
     assert_eq!(m3.attempts, 3);
     c.cmd(&format!("FIN {}", m3.id), None).unwrap();
     let s = nsqd.stats().unwrap();
@@ -339,7 +386,11 @@ fn msg_timeout_and_touch() {
     }
     // Then stop touching: it times out and comes back with attempts 2.
     let m2 = c.read_message().unwrap();
-    assert!(t0.elapsed() >= Duration::from_millis(1900), "timed out too early: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1900),
+        "timed out too early: {:?}",
+        t0.elapsed()
+    );
     assert_eq!(m2.id, m.id);
     assert_eq!(m2.attempts, 2);
     let s = nsqd.stats().unwrap();
@@ -360,7 +411,11 @@ fn dpub_defers_delivery() {
     assert_eq!(m.body, b"now");
     let m = c.read_message().unwrap();
     assert_eq!(m.body, b"later");
-    assert!(t0.elapsed() >= Duration::from_millis(750), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(750),
+        "{:?}",
+        t0.elapsed()
+    );
     // Out of range defer.
     p.cmd("DPUB t 3600001", Some(b"x")).unwrap();
     p.expect_error("E_INVALID").unwrap();
@@ -379,13 +434,17 @@ fn cls_answers_close_wait() {
 fn heartbeats_and_missed_heartbeat_disconnect() {
     let nsqd = Nsqd::start(&[]).unwrap();
     let mut c = RawConn::connect(nsqd.tcp).unwrap();
-    c.cmd("IDENTIFY", Some(br#"{"heartbeat_interval":1000}"#)).unwrap();
+    c.cmd("IDENTIFY", Some(br#"{"heartbeat_interval":1000}"#))
+        .unwrap();
     c.expect_response("OK").unwrap();
     let (ty, data) = c.read_frame().unwrap();
     assert_eq!((ty, data.as_slice()), (FRAME_RESPONSE, &b"_heartbeat_"[..]));
     // Never answer: after two missed intervals the server hangs up.
     let t0 = Instant::now();
-    assert!(c.is_closed(Duration::from_secs(6)), "not closed after missed heartbeats");
+    assert!(
+        c.is_closed(Duration::from_secs(6)),
+        "not closed after missed heartbeats"
+    );
     assert!(t0.elapsed() >= Duration::from_millis(800));
 }
 
@@ -410,7 +469,9 @@ fn channel_distribution_and_multicast() {
     let mut got_a = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     for c in [&mut a1, &mut a2] {
-        c.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
     }
     while got_a.len() < n && Instant::now() < deadline {
         for c in [&mut a1, &mut a2] {
@@ -443,9 +504,13 @@ fn pause_channel_and_topic() {
     let mut p = RawConn::connect(nsqd.tcp).unwrap();
     p.cmd("PUB t", Some(b"held")).unwrap();
     p.expect_response("OK").unwrap();
-    c.stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     assert!(c.read_message().is_err(), "paused channel delivered");
-    c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let (st, _) = http_post(nsqd.http, "/channel/unpause?topic=t&channel=c", b"").unwrap();
     assert_eq!(st, 200);
     assert_eq!(c.read_message().unwrap().body, b"held");
@@ -456,9 +521,13 @@ fn pause_channel_and_topic() {
     assert_eq!(s["topics"][0]["paused"], true);
     p.cmd("PUB t", Some(b"held2")).unwrap();
     p.expect_response("OK").unwrap();
-    c.stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     assert!(c.read_message().is_err(), "paused topic delivered");
-    c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     http_post(nsqd.http, "/topic/unpause?topic=t", b"").unwrap();
     assert_eq!(c.read_message().unwrap().body, b"held2");
 }
@@ -468,11 +537,16 @@ fn ephemeral_channel_vanishes_with_last_consumer() {
     let nsqd = Nsqd::start(&[]).unwrap();
     let c = subscriber(&nsqd, "t", "tmp#ephemeral", 1);
     let s = nsqd.stats().unwrap();
-    assert_eq!(s["topics"][0]["channels"][0]["channel_name"], "tmp#ephemeral");
+    assert_eq!(
+        s["topics"][0]["channels"][0]["channel_name"],
+        "tmp#ephemeral"
+    );
     drop(c);
     let gone = nsq_blackbox_tests::wait_until(Duration::from_secs(5), || {
         let s = nsqd.stats().unwrap();
-        s["topics"][0]["channels"].as_array().is_some_and(|a| a.is_empty())
+        s["topics"][0]["channels"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
     });
     assert!(gone, "{}", nsqd.stats().unwrap());
 }

@@ -1,0 +1,41 @@
+//! The engine's one error type. Every variant that concerns a file names it.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata store: {0}")]
+    Meta(#[from] sled::Error),
+    #[error("metadata encoding: {0}")]
+    Encoding(String),
+    #[error("invalid name {0:?}")]
+    InvalidName(String),
+    #[error("record of {0} bytes does not fit in a segment")]
+    RecordTooLarge(usize),
+    #[error("engine is closed")]
+    Closed,
+    #[error("topic {0} was deleted")]
+    Deleted(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach a path to an io::Error.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &std::path::Path) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,179 @@
+//! Metadata in sled: the registry of topics and channels, pause flags, channel ids,
+//! cursor state and the sequence watermark. Values are bincode (2.0.1, serde mode); this
+//! module is the only place that knows that.
+//!
+//! Trees: `topics` (key: topic name) -> [`TopicMeta`]; `channels` (key: topic name, 0x00,
+//! channel name) -> [`ChannelMeta`].
+
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub paused: bool,
+    pub next_channel_id: u32,
+    /// Sequence numbers below this were handed out already (never reuse them).
+    pub next_seq: u64,
+    /// Messages below this were emptied away (topic empty).
+    pub start_seq: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelMeta {
+    pub id: u32,
+    pub paused: bool,
+    /// Next sequence to hand out.
+    pub read: u64,
+    /// Every sequence below this is finished (or was never for this channel).
+    pub ack_floor: u64,
+    /// Handed out and not finished, as half-open ranges [start, end), ascending. Everything
+    /// else in [ack_floor, read) is finished.
+    pub unacked: Vec<(u64, u64)>,
+}
+
+pub struct Meta {
+    db: sled::Db,
+    topics: sled::Tree,
+    channels: sled::Tree,
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .map_err(|e| Error::Encoding(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| Error::Encoding(e.to_string()))
+}
+
+fn channel_key(topic: &str, channel: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + channel.len() + 1);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(channel.as_bytes());
+    k
+}
+
+impl Meta {
+    pub fn open(path: &Path) -> Result<Meta> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let topics = db.open_tree("topics")?;
+        let channels = db.open_tree("channels")?;
+        Ok(Meta {
+            db,
+            topics,
+            channels,
+        })
+    }
+
+    pub fn topic_names(&self) -> Result<Vec<String>> {
+        let mut v = Vec::new();
+        for kv in self.topics.iter() {
+            let (k, _) = kv?;
+            v.push(String::from_utf8_lossy(&k).to_string());
+        }
+        Ok(v)
+    }
+
+    pub fn topic(&self, name: &str) -> Result<Option<TopicMeta>> {
+        self.topics.get(name)?.map(|v| decode(&v)).transpose()
+    }
+
+    pub fn put_topic(&self, name: &str, m: &TopicMeta) -> Result<()> {
+        self.topics.insert(name, encode(m)?)?;
+        Ok(())
+    }
+
+    pub fn channels(&self, topic: &str) -> Result<Vec<(String, ChannelMeta)>> {
+        let mut prefix = topic.as_bytes().to_vec();
+        prefix.push(0);
+        let mut v = Vec::new();
+        for kv in self.channels.scan_prefix(&prefix) {
+            let (k, val) = kv?;
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).to_string();
+            v.push((name, decode(&val)?));
+        }
+        Ok(v)
+    }
+
+    pub fn put_channel(&self, topic: &str, channel: &str, m: &ChannelMeta) -> Result<()> {
+        self.channels
+            .insert(channel_key(topic, channel), encode(m)?)?;
+        Ok(())
+    }
+
+    pub fn remove_channel(&self, topic: &str, channel: &str) -> Result<()> {
+        self.channels.remove(channel_key(topic, channel))?;
+        Ok(())
+    }
+
+    pub fn remove_topic(&self, topic: &str) -> Result<()> {
+        for (c, _) in self.channels(topic)? {
+            self.remove_channel(topic, &c)?;
+        }
+        self.topics.remove(topic)?;
+        Ok(())
+    }
+
+    /// fsync the metadata.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Compress a sorted set of sequences into half-open ranges.
+pub fn to_ranges(seqs: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for s in seqs {
+        match out.last_mut() {
+            Some(last) if last.1 == s => last.1 = s + 1,
+            _ => out.push((s, s + 1)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta")).unwrap();
+        let t = TopicMeta {
+            paused: true,
+            next_channel_id: 3,
+            next_seq: 99,
+            start_seq: 5,
+        };
+        m.put_topic("a", &t).unwrap();
+        let c = ChannelMeta {
+            id: 1,
+            paused: false,
+            read: 50,
+            ack_floor: 10,
+            unacked: vec![(10, 12), (20, 21)],
+        };
+        m.put_channel("a", "c", &c).unwrap();
+        m.put_channel("ab", "x", &c).unwrap();
+        assert_eq!(m.topic("a").unwrap(), Some(t));
+        assert_eq!(m.channels("a").unwrap(), vec![("c".to_string(), c.clone())]);
+        m.remove_topic("a").unwrap();
+        assert!(m.topic("a").unwrap().is_none());
+        assert_eq!(m.channels("ab").unwrap().len(), 1);
+        assert_eq!(
+            to_ranges([1, 2, 3, 7, 9, 10]),
+            vec![(1, 4), (7, 8), (9, 11)]
+        );
+    }
+}

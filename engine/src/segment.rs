@@ -1,0 +1,115 @@
+//! The one place with `unsafe`: writing a segment through a memory map.
+//!
+//! Soundness: the map is created over a file we preallocated with `set_len(capacity)` and
+//! only this writer maps it for writing. Nobody shrinks the file while it is mapped:
+//! sealing a segment (truncating it to its used length) happens only after the map is
+//! dropped, and recovery truncates before mapping. Writers copy bytes into ranges
+//! `[pos, pos + len)` that are inside `capacity` and that no reader looks at yet (readers
+//! use `pread` on the file and stop at the committed length), so there is no aliasing of
+//! Rust references: the map is only ever touched through raw pointer copies and `msync`.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+
+use crate::error::{IoContext, Result};
+
+/// The writable tail segment of a topic log.
+pub struct SegmentWriter {
+    pub path: PathBuf,
+    pub file: Arc<File>,
+    map: Arc<MmapRaw>,
+    pub pos: usize,
+    pub capacity: usize,
+}
+
+/// A handle the sync thread uses to msync a segment without holding the topic lock.
+#[derive(Clone)]
+pub struct SyncHandle {
+    map: Arc<MmapRaw>,
+    path: PathBuf,
+}
+
+impl SyncHandle {
+    /// msync(MS_SYNC) the whole map: dirty pages reach stable storage.
+    pub fn sync(&self) -> Result<()> {
+        self.map.flush().at(&self.path)
+    }
+}
+
+impl SegmentWriter {
+    /// Open (or create) `path` for appending at `pos`, making sure the file is exactly
+    /// `capacity` bytes with zeros after `pos` (anything there is a torn or corrupt tail
+    /// that recovery decided to drop).
+    pub fn open(path: &Path, pos: usize, capacity: usize) -> Result<SegmentWriter> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .at(path)?;
+        file.set_len(pos as u64).at(path)?;
+        file.set_len(capacity as u64).at(path)?;
+        let map = MmapRaw::map_raw(&file).at(path)?;
+        Ok(SegmentWriter {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            map: Arc::new(map),
+            pos,
+            capacity,
+        })
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.capacity - self.pos
+    }
+
+    /// Reserve `len` bytes at the end and let `fill` write them in place.
+    pub fn append_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        assert!(len <= self.remaining(), "caller checks remaining()");
+        // SAFETY: see the module comment: `[pos, pos + len)` is inside the mapping, only
+        // this writer touches it, and the slice does not outlive this call.
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(self.pos), len) };
+        fill(buf);
+        self.pos += len;
+    }
+
+    /// Copy already-encoded bytes to the end.
+    pub fn write_at_end(&mut self, bytes: &[u8]) {
+        assert!(bytes.len() <= self.remaining(), "caller checks remaining()");
+        // SAFETY: see the module comment: the range is inside the mapping, only this
+        // writer writes it, and no Rust reference to the mapped memory exists.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.as_mut_ptr().add(self.pos),
+                bytes.len(),
+            );
+        }
+        self.pos += bytes.len();
+    }
+
+    pub fn sync_handle(&self) -> SyncHandle {
+        SyncHandle {
+            map: self.map.clone(),
+            path: self.path.clone(),
+        }
+    }
+
+    /// Flush and stop writing. The file keeps its preallocated size (a segment is only
+    /// sealed when the next record does not fit, so the zero tail is shorter than one
+    /// record); not truncating means no map anywhere can ever point past the file's end.
+    pub fn seal(self) -> Result<Arc<File>> {
+        self.map.flush().at(&self.path)?;
+        Ok(self.file)
+    }
+}
+
+/// Make a new directory entry durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}

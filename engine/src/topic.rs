@@ -1,0 +1,862 @@
+//! Topics and channels.
+//!
+//! A topic's messages have consecutive sequence numbers. The log holds a prefix of them,
+//! memory (`mem`) the newest suffix: at most `mem_queue_size` messages; beyond that the
+//! oldest spill to the log. A message every channel has read past leaves memory without
+//! touching disk. A channel is a cursor: `read` (next sequence to hand out) and
+//! `outstanding` (handed out, not finished); after a restart the persisted outstanding
+//! set is handed out again first.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, IoContext, Result};
+use crate::log::{Log, ReadHint, RecoveryReport, StoredRecord};
+use crate::meta::{to_ranges, ChannelMeta, Meta, TopicMeta};
+use crate::record::{message_id, RecordHeader};
+use crate::SyncSignal;
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub mem_queue_size: usize,
+    pub max_bytes_per_file: u64,
+    pub sync_every: u64,
+    pub sync_timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            mem_queue_size: 10000,
+            max_bytes_per_file: 100 * 1024 * 1024,
+            sync_every: 2500,
+            sync_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct NewMessage {
+    pub body: Bytes,
+    /// Unix milliseconds before which the message must not be delivered (0 = now).
+    pub deliver_at_ms: u64,
+}
+
+/// A message as handed to a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub seq: u64,
+    pub id: [u8; 16],
+    pub timestamp_ns: i64,
+    pub deliver_at_ms: u64,
+    pub attempts: u16,
+    pub body: Bytes,
+}
+
+impl Message {
+    fn from_record(h: &RecordHeader, body: Bytes) -> Message {
+        Message {
+            seq: h.seq,
+            id: h.id,
+            timestamp_ns: h.timestamp_ns,
+            deliver_at_ms: h.deliver_at_ms,
+            attempts: h.attempts,
+            body,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub first_seq: u64,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TopicStats {
+    /// Messages waiting in the topic for a first channel (0 once channels exist).
+    pub depth: u64,
+    pub mem_depth: u64,
+    pub backend_depth: u64,
+    pub next_seq: u64,
+    pub segments: usize,
+    pub log_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChannelStats {
+    /// Messages not yet handed out (including ones to hand out again after a restart).
+    pub depth: u64,
+    /// The part of `depth` that is on disk only.
+    pub backend_depth: u64,
+    pub ack_floor: u64,
+    pub read: u64,
+    pub outstanding: u64,
+}
+
+pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+struct MemRecord {
+    header: RecordHeader,
+    body: Bytes,
+}
+
+pub(crate) struct TopicState {
+    pub(crate) next_seq: u64,
+    mem: VecDeque<MemRecord>,
+    pub(crate) log: Option<Log>,
+    /// Records appended (or acks made) since the last sync round.
+    pub(crate) unsynced: u64,
+    pub(crate) last_sync: Instant,
+    pub(crate) waiters: Vec<DurableCallback>,
+    start_seq: u64,
+}
+
+impl TopicState {
+    fn mem_front(&self) -> u64 {
+        self.mem
+            .front()
+            .map(|m| m.header.seq)
+            .unwrap_or(self.next_seq)
+    }
+}
+
+/// The part of a topic its channels share.
+pub(crate) struct TopicCore {
+    pub(crate) name: String,
+    pub(crate) ephemeral: bool,
+    pub(crate) dir: PathBuf,
+    opts: EngineOptions,
+    pub(crate) state: Mutex<TopicState>,
+    /// Every channel's ack floor (lowest sequence it has not finished), for deciding
+    /// what memory can drop and what must spill.
+    floors: RwLock<HashMap<u32, Arc<AtomicU64>>>,
+    signal: Arc<SyncSignal>,
+    pub(crate) deleted: AtomicBool,
+}
+
+impl TopicCore {
+    fn min_floor(&self) -> Option<u64> {
+        self.floors
+            .read()
+            .values()
+            .map(|r| r.load(Ordering::Acquire))
+            .min()
+    }
+
+    /// Drop from memory what every channel has finished.
+    fn trim_mem(&self) {
+        let Some(min) = self.min_floor() else { return };
+        let mut st = self.state.lock();
+        while st.mem.front().is_some_and(|m| m.header.seq < min) {
+            st.mem.pop_front();
+        }
+    }
+
+    /// Read up to `max` messages for channel `target` from `from` on; returns the next
+    /// position.
+    fn read_from(
+        &self,
+        from: u64,
+        max: usize,
+        target: u32,
+        hint: &mut ReadHint,
+        out: &mut Vec<Message>,
+    ) -> Result<u64> {
+        let st = self.state.lock();
+        let mem_front = st.mem_front();
+        let mut pos = from.max(st.start_seq);
+        let mut room = max;
+        let for_us = |h: &RecordHeader| h.target == 0 || h.target == target;
+        if pos < mem_front && room > 0 {
+            if let Some(log) = &st.log {
+                let mut recs: Vec<StoredRecord> = Vec::new();
+                pos = log.read(
+                    pos,
+                    room,
+                    hint,
+                    |h| h.seq < mem_front && for_us(h),
+                    &mut recs,
+                )?;
+                room -= recs.len();
+                out.extend(
+                    recs.into_iter()
+                        .map(|r| Message::from_record(&r.header, r.body)),
+                );
+            }
+            if room > 0 {
+                pos = pos.max(mem_front); // the log is exhausted below memory
+            }
+        }
+        if pos >= mem_front && room > 0 {
+            let skip = (pos - mem_front) as usize;
+            for m in st.mem.iter().skip(skip) {
+                if room == 0 {
+                    break;
+                }
+                pos = m.header.seq + 1;
+                if for_us(&m.header) {
+                    out.push(Message::from_record(&m.header, m.body.clone()));
+                    room -= 1;
+                }
+            }
+        }
+        Ok(pos)
+    }
+
+    /// The one record at `seq`, if it still exists.
+    fn read_one(&self, seq: u64) -> Result<Option<Message>> {
+        let st = self.state.lock();
+        let mem_front = st.mem_front();
+        if seq < st.start_seq {
+            return Ok(None);
+        }
+        if seq >= mem_front {
+            return Ok(st
+                .mem
+                .get((seq - mem_front) as usize)
+                .filter(|m| m.header.seq == seq)
+                .map(|m| Message::from_record(&m.header, m.body.clone())));
+        }
+        let Some(log) = &st.log else { return Ok(None) };
+        let mut recs = Vec::new();
+        let mut hint = ReadHint::default();
+        log.read(seq, 1, &mut hint, |_| true, &mut recs)?;
+        Ok(recs
+            .into_iter()
+            .find(|r| r.header.seq == seq)
+            .map(|r| Message::from_record(&r.header, r.body)))
+    }
+
+    fn note_dirty(&self) {
+        let wake = {
+            let mut st = self.state.lock();
+            st.unsynced += 1;
+            st.unsynced >= self.opts.sync_every
+        };
+        if wake {
+            self.signal.wake();
+        }
+    }
+}
+
+pub struct Topic {
+    pub(crate) core: Arc<TopicCore>,
+    paused: AtomicBool,
+    pub(crate) channels: RwLock<HashMap<String, Arc<Channel>>>,
+    next_channel_id: Mutex<u32>,
+    meta: Option<Arc<Meta>>,
+    pub(crate) recovery: RecoveryReport,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Directory names carry a prefix so that names like `..` stay inside the data directory.
+pub fn topic_dir_name(topic: &str) -> String {
+    format!("t_{topic}")
+}
+
+pub fn channel_snapshot_name(channel: &str) -> String {
+    format!("c_{channel}.json")
+}
+
+impl Topic {
+    pub(crate) fn open(
+        name: &str,
+        data_dir: &Path,
+        opts: EngineOptions,
+        meta: Option<Arc<Meta>>,
+        signal: Arc<SyncSignal>,
+    ) -> Result<Topic> {
+        let ephemeral = meta.is_none();
+        let dir = data_dir.join("topics").join(topic_dir_name(name));
+        let (log, recovery) = if ephemeral {
+            (None, RecoveryReport::default())
+        } else {
+            let (l, r) = Log::open(&dir, opts.max_bytes_per_file as usize)?;
+            (Some(l), r)
+        };
+        let tm = match &meta {
+            Some(m) => m.topic(name)?.unwrap_or_default(),
+            None => TopicMeta::default(),
+        };
+        let stored_channels = match &meta {
+            Some(m) => m.channels(name)?,
+            None => Vec::new(),
+        };
+        let log_end = log.as_ref().map(|l| l.end_seq()).unwrap_or(0);
+        let max_read = stored_channels
+            .iter()
+            .map(|(_, c)| c.read)
+            .max()
+            .unwrap_or(0);
+        let next_seq = log_end.max(tm.next_seq).max(max_read);
+        let core = Arc::new(TopicCore {
+            name: name.to_string(),
+            ephemeral,
+            dir,
+            opts,
+            state: Mutex::new(TopicState {
+                next_seq,
+                mem: VecDeque::new(),
+                log,
+                unsynced: 0,
+                last_sync: Instant::now(),
+                waiters: Vec::new(),
+                start_seq: tm.start_seq,
+            }),
+            floors: RwLock::new(HashMap::new()),
+            signal,
+            deleted: AtomicBool::new(false),
+        });
+        let topic = Topic {
+            core,
+            paused: AtomicBool::new(tm.paused),
+            channels: RwLock::new(HashMap::new()),
+            next_channel_id: Mutex::new(tm.next_channel_id.max(1)),
+            meta,
+            recovery,
+        };
+        for (cname, cm) in stored_channels {
+            let ch = Channel::restore(&topic.core, &cname, cm);
+            topic
+                .core
+                .floors
+                .write()
+                .insert(ch.id, ch.floor_pos.clone());
+            topic.channels.write().insert(cname, Arc::new(ch));
+        }
+        topic.persist_meta()?;
+        Ok(topic)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.core.ephemeral
+    }
+
+    /// What recovery found when this topic's log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub(crate) fn topic_meta(&self) -> TopicMeta {
+        let st = self.core.state.lock();
+        TopicMeta {
+            paused: self.paused.load(Ordering::Relaxed),
+            next_channel_id: *self.next_channel_id.lock(),
+            next_seq: st.next_seq,
+            start_seq: st.start_seq,
+        }
+    }
+
+    pub(crate) fn persist_meta(&self) -> Result<()> {
+        if let Some(m) = &self.meta {
+            m.put_topic(&self.core.name, &self.topic_meta())?;
+        }
+        Ok(())
+    }
+
+    /// Assign sequences and store the messages (memory first, oldest spill to the log).
+    /// `on_durable` runs once this call's records that reached the log are fsynced (at
+    /// once with Ok if none had to).
+    pub fn publish(
+        &self,
+        msgs: Vec<NewMessage>,
+        on_durable: Option<DurableCallback>,
+    ) -> Result<Published> {
+        if self.core.deleted.load(Ordering::Acquire) {
+            return Err(Error::Deleted(self.core.name.clone()));
+        }
+        let ts = now_ns();
+        let min_floor = self.core.min_floor();
+        let mem_limit = self.core.opts.mem_queue_size;
+        let mut immediate = on_durable;
+        let (first, count, wake) = {
+            let mut st = self.core.state.lock();
+            let first = st.next_seq;
+            let count = msgs.len();
+            for m in msgs {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                st.mem.push_back(MemRecord {
+                    header: RecordHeader {
+                        seq,
+                        timestamp_ns: ts,
+                        deliver_at_ms: m.deliver_at_ms,
+                        target: 0,
+                        attempts: 0,
+                        id: message_id(seq),
+                    },
+                    body: m.body,
+                });
+            }
+            let mut spill = Vec::new();
+            while st.mem.len() > mem_limit {
+                let Some(r) = st.mem.pop_front() else { break };
+                if self.core.ephemeral {
+                    continue; // ephemeral: overflow is dropped, as in NSQ
+                }
+                if min_floor.is_some_and(|m| r.header.seq < m) {
+                    continue; // every channel has finished it already
+                }
+                spill.push(r);
+            }
+            let mut ours_on_disk = false;
+            if !spill.is_empty() {
+                ours_on_disk = spill.last().is_some_and(|r| r.header.seq >= first);
+                let Some(log) = st.log.as_mut() else {
+                    return Err(Error::Closed);
+                };
+                log.append(spill.iter().map(|r| (r.header, &r.body[..])))?;
+                st.unsynced += spill.len() as u64;
+            }
+            let mut wake = st.unsynced >= self.core.opts.sync_every;
+            if ours_on_disk {
+                if let Some(cb) = immediate.take() {
+                    st.waiters.push(cb);
+                    wake = true;
+                }
+            }
+            (first, count, wake)
+        };
+        if wake {
+            self.core.signal.wake();
+        }
+        if let Some(cb) = immediate {
+            cb(Ok(()));
+        }
+        Ok(Published {
+            first_seq: first,
+            count,
+        })
+    }
+
+    pub fn channel(&self, name: &str) -> Result<Arc<Channel>> {
+        if let Some(c) = self.get_channel(name) {
+            return Ok(c);
+        }
+        if !crate::valid_name(name) {
+            return Err(Error::InvalidName(name.to_string()));
+        }
+        let mut channels = self.channels.write();
+        if let Some(c) = channels.get(name) {
+            return Ok(c.clone());
+        }
+        let id = {
+            let mut n = self.next_channel_id.lock();
+            let id = *n;
+            *n += 1;
+            id
+        };
+        // The first channel gets the backlog; later ones start at the end, as in NSQ.
+        let start = {
+            let st = self.core.state.lock();
+            if channels.is_empty() {
+                let log_start =
+                    st.log
+                        .as_ref()
+                        .and_then(|l| if l.is_empty() { None } else { l.start_seq() });
+                log_start
+                    .unwrap_or(st.mem_front())
+                    .min(st.mem_front())
+                    .max(st.start_seq)
+            } else {
+                st.next_seq
+            }
+        };
+        let ephemeral = self.core.ephemeral || name.ends_with("#ephemeral");
+        let ch = Arc::new(Channel::new(&self.core, name, id, start, ephemeral));
+        self.core.floors.write().insert(id, ch.floor_pos.clone());
+        channels.insert(name.to_string(), ch.clone());
+        drop(channels);
+        self.persist_meta()?;
+        self.persist_channel(&ch)?;
+        Ok(ch)
+    }
+
+    pub fn get_channel(&self, name: &str) -> Option<Arc<Channel>> {
+        self.channels.read().get(name).cloned()
+    }
+
+    pub fn channel_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.channels.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn delete_channel(&self, name: &str) -> Result<()> {
+        let Some(ch) = self.channels.write().remove(name) else {
+            return Ok(());
+        };
+        ch.deleted.store(true, Ordering::Release);
+        self.core.floors.write().remove(&ch.id);
+        if let Some(m) = &self.meta {
+            m.remove_channel(&self.core.name, name)?;
+            let snap = self
+                .core
+                .dir
+                .join("channels")
+                .join(channel_snapshot_name(name));
+            let _ = std::fs::remove_file(snap);
+        }
+        self.core.trim_mem();
+        Ok(())
+    }
+
+    /// NSQ's topic empty: drop what no channel has been handed yet. With channels, every
+    /// message is already theirs, so this only matters for a channel-less topic.
+    pub fn empty(&self) -> Result<()> {
+        if !self.channels.read().is_empty() {
+            return Ok(());
+        }
+        {
+            let mut st = self.core.state.lock();
+            st.mem.clear();
+            st.start_seq = st.next_seq;
+            let floor = st.start_seq;
+            if let Some(log) = st.log.as_mut() {
+                log.gc(floor)?;
+            }
+        }
+        self.persist_meta()
+    }
+
+    pub fn set_paused(&self, paused: bool) -> Result<()> {
+        self.paused.store(paused, Ordering::Release);
+        self.persist_meta()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> TopicStats {
+        let no_channels = self.channels.read().is_empty();
+        let st = self.core.state.lock();
+        let mem_front = st.mem_front();
+        let (segments, log_bytes) = st
+            .log
+            .as_ref()
+            .map(|l| (l.segment_count(), l.bytes()))
+            .unwrap_or((0, 0));
+        let mut s = TopicStats {
+            mem_depth: st.mem.len() as u64,
+            next_seq: st.next_seq,
+            segments,
+            log_bytes,
+            ..Default::default()
+        };
+        if no_channels {
+            let oldest = st
+                .log
+                .as_ref()
+                .and_then(|l| if l.is_empty() { None } else { l.start_seq() })
+                .unwrap_or(mem_front)
+                .max(st.start_seq);
+            s.depth = st.next_seq.saturating_sub(oldest);
+            s.backend_depth = mem_front.saturating_sub(oldest);
+        }
+        s
+    }
+
+    /// Clean shutdown: write the memory tail that some channel has not finished to the
+    /// log, so nothing unfinished is lost across a restart.
+    pub(crate) fn flush_memory(&self) -> Result<()> {
+        if self.core.ephemeral {
+            return Ok(());
+        }
+        let min_floor = self.core.min_floor();
+        let mut st = self.core.state.lock();
+        let recs: Vec<MemRecord> = st
+            .mem
+            .drain(..)
+            .filter(|r| min_floor.is_none_or(|m| r.header.seq >= m))
+            .collect();
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let Some(log) = st.log.as_mut() else {
+            return Ok(());
+        };
+        log.append(recs.iter().map(|r| (r.header, &r.body[..])))?;
+        st.unsynced += recs.len() as u64;
+        Ok(())
+    }
+
+    /// Persist every channel's cursor (sled + snapshot file). Called by the sync thread.
+    pub(crate) fn persist_channels(&self, all: bool) -> Result<()> {
+        for ch in self.channels.read().values() {
+            if ch.ephemeral {
+                continue;
+            }
+            if all || ch.dirty.swap(false, Ordering::AcqRel) {
+                self.persist_channel(ch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn persist_channel(&self, ch: &Channel) -> Result<()> {
+        let Some(m) = &self.meta else { return Ok(()) };
+        if ch.ephemeral {
+            return Ok(());
+        }
+        let cm = ch.snapshot();
+        m.put_channel(&self.core.name, &ch.name, &cm)?;
+        write_snapshot(&self.core.dir, &ch.name, &cm)
+    }
+
+    /// Lowest sequence any durable reader may still need.
+    pub(crate) fn gc_floor(&self) -> u64 {
+        let channels = self.channels.read();
+        let durable: Vec<u64> = channels
+            .values()
+            .filter(|c| !c.ephemeral)
+            .map(|c| c.ack_floor())
+            .collect();
+        if let Some(m) = durable.iter().min() {
+            return *m;
+        }
+        if let Some(m) = channels.values().map(|c| c.ack_floor()).min() {
+            return m;
+        }
+        self.core.state.lock().start_seq
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.core.deleted.store(true, Ordering::Release);
+        for c in self.channels.read().values() {
+            c.deleted.store(true, Ordering::Release);
+        }
+    }
+}
+
+fn write_snapshot(topic_dir: &Path, channel: &str, cm: &ChannelMeta) -> Result<()> {
+    let dir = topic_dir.join("channels");
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    let path = dir.join(channel_snapshot_name(channel));
+    let tmp = dir.join(format!(".{}.tmp", channel_snapshot_name(channel)));
+    let json = crate::reader::CursorSnapshot::from_meta(channel, cm).to_json();
+    std::fs::write(&tmp, json).at(&tmp)?;
+    std::fs::rename(&tmp, &path).at(&path)?;
+    Ok(())
+}
+
+struct Cursor {
+    read: u64,
+    /// Handed out and not finished.
+    outstanding: BTreeSet<u64>,
+    /// To hand out again first (after a restart), ascending.
+    replay: VecDeque<u64>,
+    hint: ReadHint,
+}
+
+pub struct Channel {
+    name: String,
+    pub(crate) id: u32,
+    ephemeral: bool,
+    core: Arc<TopicCore>,
+    paused: AtomicBool,
+    /// Lowest unfinished sequence (outstanding's first, else read), shared with the topic.
+    floor_pos: Arc<AtomicU64>,
+    cursor: Mutex<Cursor>,
+    dirty: AtomicBool,
+    deleted: AtomicBool,
+}
+
+impl Channel {
+    fn new(core: &Arc<TopicCore>, name: &str, id: u32, start: u64, ephemeral: bool) -> Channel {
+        Channel {
+            name: name.to_string(),
+            id,
+            ephemeral,
+            core: core.clone(),
+            paused: AtomicBool::new(false),
+            floor_pos: Arc::new(AtomicU64::new(start)),
+            cursor: Mutex::new(Cursor {
+                read: start,
+                outstanding: BTreeSet::new(),
+                replay: VecDeque::new(),
+                hint: ReadHint::default(),
+            }),
+            dirty: AtomicBool::new(true),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    fn restore(core: &Arc<TopicCore>, name: &str, cm: ChannelMeta) -> Channel {
+        let ch = Channel::new(core, name, cm.id, cm.read, false);
+        ch.paused.store(cm.paused, Ordering::Relaxed);
+        {
+            let mut c = ch.cursor.lock();
+            for (a, b) in cm.unacked {
+                for s in a..b.min(cm.read) {
+                    c.outstanding.insert(s);
+                    c.replay.push_back(s);
+                }
+            }
+            ch.publish_floor(&c);
+        }
+        ch
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    fn publish_floor(&self, c: &Cursor) {
+        let floor = c.outstanding.first().copied().unwrap_or(c.read);
+        self.floor_pos.store(floor, Ordering::Release);
+    }
+
+    pub fn next(&self) -> Result<Option<Message>> {
+        let mut v = Vec::with_capacity(1);
+        self.next_batch(1, &mut v)?;
+        Ok(v.pop())
+    }
+
+    /// Append up to `max` messages to hand out to `out`: first those to deliver again
+    /// after a restart, then new ones. Returns how many were added.
+    pub fn next_batch(&self, max: usize, out: &mut Vec<Message>) -> Result<usize> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        let start = out.len();
+        let mut c = self.cursor.lock();
+        while out.len() - start < max {
+            let Some(seq) = c.replay.pop_front() else {
+                break;
+            };
+            match self.core.read_one(seq)? {
+                Some(m) => out.push(m),
+                None => {
+                    c.outstanding.remove(&seq);
+                    self.publish_floor(&c);
+                    self.dirty.store(true, Ordering::Release);
+                }
+            }
+        }
+        let room = max - (out.len() - start);
+        if room > 0 {
+            let before = out.len();
+            let from = c.read;
+            let mut hint = c.hint;
+            let next = self.core.read_from(from, room, self.id, &mut hint, out)?;
+            c.hint = hint;
+            for m in &out[before..] {
+                c.outstanding.insert(m.seq);
+            }
+            if next != from {
+                c.read = next;
+                self.publish_floor(&c);
+                self.dirty.store(true, Ordering::Release);
+            }
+        }
+        Ok(out.len() - start)
+    }
+
+    /// FIN: `seq` is finished.
+    pub fn ack(&self, seq: u64) -> Result<()> {
+        let (removed, floor_moved) = {
+            let mut c = self.cursor.lock();
+            let was_first = c.outstanding.first() == Some(&seq);
+            let removed = c.outstanding.remove(&seq);
+            if was_first {
+                self.publish_floor(&c);
+            }
+            (removed, was_first)
+        };
+        if floor_moved {
+            self.core.trim_mem();
+        }
+        if removed && !self.ephemeral {
+            self.dirty.store(true, Ordering::Release);
+            self.core.note_dirty();
+        }
+        Ok(())
+    }
+
+    /// Everything up to the topic's end is finished.
+    pub fn empty(&self) -> Result<()> {
+        let end = self.core.state.lock().next_seq;
+        {
+            let mut c = self.cursor.lock();
+            c.outstanding.clear();
+            c.replay.clear();
+            c.read = end;
+            c.hint = ReadHint::default();
+            self.publish_floor(&c);
+        }
+        self.dirty.store(true, Ordering::Release);
+        self.core.trim_mem();
+        self.core.note_dirty();
+        Ok(())
+    }
+
+    pub fn set_paused(&self, paused: bool) -> Result<()> {
+        self.paused.store(paused, Ordering::Release);
+        self.dirty.store(true, Ordering::Release);
+        self.core.note_dirty();
+        Ok(())
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    fn ack_floor(&self) -> u64 {
+        let c = self.cursor.lock();
+        c.outstanding.first().copied().unwrap_or(c.read)
+    }
+
+    fn snapshot(&self) -> ChannelMeta {
+        let c = self.cursor.lock();
+        ChannelMeta {
+            id: self.id,
+            paused: self.is_paused(),
+            read: c.read,
+            ack_floor: c.outstanding.first().copied().unwrap_or(c.read),
+            unacked: to_ranges(c.outstanding.iter().copied()),
+        }
+    }
+
+    pub fn stats(&self) -> ChannelStats {
+        let (read, replay, outstanding, floor) = {
+            let c = self.cursor.lock();
+            (
+                c.read,
+                c.replay.len() as u64,
+                c.outstanding.len() as u64,
+                c.outstanding.first().copied().unwrap_or(c.read),
+            )
+        };
+        let st = self.core.state.lock();
+        let mem_front = st.mem_front();
+        let from = read.max(st.start_seq);
+        ChannelStats {
+            depth: st.next_seq.saturating_sub(from) + replay,
+            backend_depth: mem_front.saturating_sub(from) + replay,
+            ack_floor: floor,
+            read,
+            outstanding,
+        }
+    }
+}
