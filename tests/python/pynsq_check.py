@@ -69,7 +69,7 @@ def conn_kwargs(args):
         kw["deflate_level"] = 6
     if args.mode == "tls":
         kw["tls_v1"] = True
-        kw["tls_options"] = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False} if not args.cafile else {
+        kw["tls_options"] = {"cert_reqs": ssl.CERT_NONE} if not args.cafile else {
             "cert_reqs": ssl.CERT_REQUIRED, "ca_certs": args.cafile}
     return kw
 
@@ -153,7 +153,7 @@ def mode_timeout(args):
     writer = nsq.Writer([args.tcp])
     publish_all(writer, args.topic, bodies, lambda: None)
     nsq.Reader(topic=args.topic, channel="c", nsqd_tcp_addresses=[args.tcp],
-               message_handler=handler, max_in_flight=args.count, msg_timeout=1000)
+               message_handler=handler, max_in_flight=args.count, msg_timeout=1)  # seconds in pynsq
 
 
 def mode_two_channels(args):

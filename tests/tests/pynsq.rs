@@ -93,14 +93,15 @@ fn pynsq_tls() {
 #[test]
 fn pynsq_restart_clean_and_crash() {
     // Clean restart: publish, SIGTERM, restart, consume everything.
+    let topic = ["--topic".to_string(), "t_restart".to_string()];
     let nsqd = Nsqd::start(&[]).unwrap();
-    check(&nsqd, "publish", 3000, &[]);
+    check(&nsqd, "publish", 3000, &topic);
     let nsqd = nsqd.restart().unwrap();
-    check(&nsqd, "consume", 3000, &[]);
+    check(&nsqd, "consume", 3000, &topic);
 
     // Crash: with everything written and fsynced before OK, kill -9 loses nothing.
     let nsqd = Nsqd::start(&["--mem-queue-size=0", "--sync-every=1"]).unwrap();
-    check(&nsqd, "publish", 3000, &[]);
+    check(&nsqd, "publish", 3000, &topic);
     let nsqd = nsqd.crash_restart().unwrap();
-    check(&nsqd, "consume", 3000, &[]);
+    check(&nsqd, "consume", 3000, &topic);
 }
