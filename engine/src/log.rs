@@ -189,7 +189,7 @@ pub struct SegmentInfo {
 
 impl SegmentInfo {
     fn note_record(&mut self, seq: u64, offset: u64, total: u64) {
-        if self.records % INDEX_EVERY == 0 {
+        if self.records.is_multiple_of(INDEX_EVERY) {
             self.index.push((seq, offset));
         }
         self.records += 1;

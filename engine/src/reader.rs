@@ -174,7 +174,7 @@ impl DataDir {
                     }
                     ScanItem::End { .. } => break,
                 }
-                if s.records % 65536 == 0 {
+                if s.records.is_multiple_of(65536) {
                     progress(done + sc.offset);
                 }
             }

@@ -48,7 +48,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         };
         total += n * secs;
     }
-    if !total.is_finite() || total < 0.0 || total > 1e12 {
+    if !total.is_finite() || !(0.0..=1e12).contains(&total) {
         return Err(format!("duration out of range: {s:?}"));
     }
     Ok(Duration::from_secs_f64(total))

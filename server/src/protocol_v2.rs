@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::channel::Channel;
 use crate::client::{Client, STATE_CLOSING, STATE_INIT, STATE_SUBSCRIBED};
-use crate::compression::{Codec, DeflateCodec, SnappyCodec};
+use crate::compression::{Codec, DeflateCodec};
 use crate::nsqd::{Nsqd, NSQ_COMPAT_VERSION};
 use crate::topic::Topic;
 
@@ -473,7 +473,7 @@ impl Conn {
         }
         if snappy || deflate {
             let mut codec = if snappy {
-                Codec::Snappy(SnappyCodec::default())
+                Codec::Snappy(Box::default())
             } else {
                 Codec::Deflate(DeflateCodec::new(deflate_level.max(1) as u32))
             };

@@ -14,9 +14,12 @@ use serde::Serialize;
 
 const MAX_SAMPLES: usize = 8192;
 
+/// (when recorded, latency in ns), oldest first.
+type Samples = Arc<Mutex<VecDeque<(Instant, u64)>>>;
+
 #[derive(Clone)]
 pub struct Quantiles {
-    inner: Option<Arc<Mutex<VecDeque<(Instant, u64)>>>>,
+    inner: Option<Samples>,
     window: Duration,
 }
 
