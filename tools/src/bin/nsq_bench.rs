@@ -23,7 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Parser, Debug)]
-#[command(name = "nsq_bench", about = "NSQ load generator (writer and reader modes)")]
+#[command(
+    name = "nsq_bench",
+    about = "NSQ load generator (writer and reader modes)"
+)]
 struct Args {
     #[command(subcommand)]
     mode: Mode,
@@ -32,7 +35,11 @@ struct Args {
 #[derive(Parser, Debug, Clone)]
 struct Common {
     /// nsqd TCP address
-    #[arg(long = "nsqd-tcp-address", alias = "tcp-address", default_value = "127.0.0.1:4150")]
+    #[arg(
+        long = "nsqd-tcp-address",
+        alias = "tcp-address",
+        default_value = "127.0.0.1:4150"
+    )]
     addr: String,
     #[arg(long, default_value = "sub_bench")]
     topic: String,
@@ -97,7 +104,10 @@ async fn main() -> Result<()> {
         let stop = stop.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            if let (Ok(mut a), Ok(mut b)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            if let (Ok(mut a), Ok(mut b)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
                 tokio::select! { _ = a.recv() => {}, _ = b.recv() => {} }
                 stop.store(true, Ordering::Release);
             }
@@ -116,12 +126,18 @@ async fn main() -> Result<()> {
 
 fn concurrency(c: &Common) -> usize {
     c.concurrency
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
         .max(1)
 }
 
 async fn connect(addr: &str) -> Result<TcpStream> {
-    let mut s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+    let mut s = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
     s.set_nodelay(true)?;
     s.write_all(v2::MAGIC_V2).await?;
     Ok(s)
@@ -201,7 +217,13 @@ async fn writer(c: Common, batch: usize, stop: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
-async fn reader(c: Common, channel: String, rdy: u32, idle: Duration, stop: Arc<AtomicBool>) -> Result<()> {
+async fn reader(
+    c: Common,
+    channel: String,
+    rdy: u32,
+    idle: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
     let n = concurrency(&c);
     let deadline = Instant::now() + c.runfor;
     let start = Instant::now();
@@ -211,7 +233,8 @@ async fn reader(c: Common, channel: String, rdy: u32, idle: Duration, stop: Arc<
     let mut tasks = Vec::new();
     for _ in 0..n {
         let (addr, topic, channel) = (c.addr.clone(), c.topic.clone(), channel.clone());
-        let (count, bytes, stop, last_msg) = (count.clone(), bytes.clone(), stop.clone(), last_msg.clone());
+        let (count, bytes, stop, last_msg) =
+            (count.clone(), bytes.clone(), stop.clone(), last_msg.clone());
         tasks.push(tokio::spawn(async move {
             let mut s = connect(&addr).await?;
             let mut out = BytesMut::new();
@@ -226,7 +249,10 @@ async fn reader(c: Common, channel: String, rdy: u32, idle: Duration, stop: Arc<
             Command::Rdy(rdy as i64).encode(&mut out);
             s.write_all(&out).await?;
             loop {
-                if Instant::now() >= deadline || stop.load(Ordering::Acquire) || last_msg.idle_for() > idle {
+                if Instant::now() >= deadline
+                    || stop.load(Ordering::Acquire)
+                    || last_msg.idle_for() > idle
+                {
                     break;
                 }
                 // Take every complete frame buffered, FIN them in one write.
@@ -243,7 +269,9 @@ async fn reader(c: Common, channel: String, rdy: u32, idle: Duration, stop: Arc<
                         v2::FRAME_TYPE_RESPONSE if f.data.as_ref() == b"_heartbeat_" => {
                             Command::Nop.encode(&mut out);
                         }
-                        v2::FRAME_TYPE_ERROR => bail!("error frame: {}", String::from_utf8_lossy(&f.data)),
+                        v2::FRAME_TYPE_ERROR => {
+                            bail!("error frame: {}", String::from_utf8_lossy(&f.data))
+                        }
                         _ => {}
                     }
                 }
@@ -296,13 +324,17 @@ mod last_seen {
             }
         }
         pub fn touch(&self) {
-            self.nanos.store(self.origin.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.nanos
+                .store(self.origin.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         pub fn idle_for(&self) -> Duration {
-            self.origin.elapsed().saturating_sub(Duration::from_nanos(self.nanos.load(Ordering::Relaxed)))
+            self.origin
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(self.nanos.load(Ordering::Relaxed)))
         }
         pub fn since(&self, start: Instant) -> Duration {
-            (self.origin + Duration::from_nanos(self.nanos.load(Ordering::Relaxed))).saturating_duration_since(start)
+            (self.origin + Duration::from_nanos(self.nanos.load(Ordering::Relaxed)))
+                .saturating_duration_since(start)
         }
     }
 }

@@ -1,0 +1,302 @@
+//! nsq_inspect: look inside an nsqd data directory, stopped or while nsqd writes it.
+//!
+//! ```text
+//! nsq_inspect --data-path DIR topics                       topics, channels, cursors, depth
+//! nsq_inspect --data-path DIR segments --topic T           segments: size, records, first/last seq
+//! nsq_inspect --data-path DIR verify [--topic T]           check every CRC; exit 1 on corruption
+//! nsq_inspect --data-path DIR dump --topic T [--from N] [--to N] [--format text|json]
+//! nsq_inspect --data-path DIR export --topic T --output FILE   bodies, one per line (offline nsq_to_file)
+//! ```
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use engine::reader::DataDir;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nsq_inspect",
+    about = "Inspect an nsqd data directory directly"
+)]
+struct Args {
+    /// nsqd's --data-path
+    #[arg(long = "data-path", default_value = ".")]
+    data_path: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// list topics with their channels, cursor positions and depth
+    Topics,
+    /// list a topic's segment files
+    Segments {
+        #[arg(long)]
+        topic: String,
+    },
+    /// verify every record's CRC (all topics unless --topic)
+    Verify {
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// print records
+    Dump {
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = u64::MAX)]
+        to: u64,
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
+    /// write message bodies, one per line, straight from the segments
+    Export {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = u64::MAX)]
+        to: u64,
+    },
+}
+
+fn main() {
+    match run() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("nsq_inspect: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run() -> Result<i32> {
+    let args = Args::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc_flag(stop);
+    }
+    let dir = DataDir::open(&args.data_path)
+        .with_context(|| format!("{} is not an nsqd data directory", args.data_path.display()))?;
+    match args.cmd {
+        Cmd::Topics => {
+            for t in dir.topics()? {
+                let segs = dir.segments(&t, |_| {})?;
+                let records: u64 = segs.iter().map(|s| s.records).sum();
+                let bytes: u64 = segs.iter().map(|s| s.used_bytes).sum();
+                let last = segs.iter().filter_map(|s| s.last_seq).max();
+                let end = last.map(|l| l + 1).unwrap_or(0);
+                println!(
+                    "{}  segments={} records={} bytes={} next_seq={}",
+                    t.name,
+                    segs.len(),
+                    records,
+                    bytes,
+                    end
+                );
+                for c in dir.cursors(&t)? {
+                    println!(
+                        "    {}  read={} ack_floor={} unfinished={} depth~={}{}",
+                        c.channel,
+                        c.read,
+                        c.ack_floor,
+                        c.unacked_count(),
+                        end.saturating_sub(c.read) + c.unacked_count(),
+                        if c.paused { " paused" } else { "" }
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Segments { topic } => {
+            let t = dir.topic(&topic)?;
+            for s in dir.segments(&t, |_| {})? {
+                println!(
+                    "{}  size={} used={} records={} first_seq={} last_seq={} corrupt={}",
+                    s.path.display(),
+                    s.file_size,
+                    s.used_bytes,
+                    s.records,
+                    s.first_seq,
+                    s.last_seq
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s.corrupt.len()
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Verify { topic } => {
+            let topics = match topic {
+                Some(t) => vec![dir.topic(&t)?],
+                None => dir.topics()?,
+            };
+            let mut total_bytes = 0u64;
+            for t in &topics {
+                for (_, p) in dir.segment_paths(t)? {
+                    total_bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                }
+            }
+            let bar = ProgressBar::new(total_bytes);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            if total_bytes < 64 << 20 {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let mut bad = 0usize;
+            let mut records = 0u64;
+            let mut base = 0u64;
+            for t in &topics {
+                bar.set_message(t.name.clone());
+                let segs = dir.segments(t, |done| bar.set_position(base + done))?;
+                for s in &segs {
+                    base += s.file_size;
+                    records += s.records;
+                    for c in &s.corrupt {
+                        bad += 1;
+                        bar.suspend(|| {
+                            println!(
+                                "CORRUPT topic={} segment={} offset={} reason={}",
+                                t.name,
+                                c.path.display(),
+                                c.offset,
+                                c.reason
+                            )
+                        });
+                    }
+                }
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+            bar.finish_and_clear();
+            println!(
+                "verified {} topics, {records} valid records, {bad} corrupt",
+                topics.len()
+            );
+            Ok(if bad > 0 { 1 } else { 0 })
+        }
+        Cmd::Dump {
+            topic,
+            from,
+            to,
+            format,
+        } => {
+            let t = dir.topic(&topic)?;
+            let out = std::io::stdout();
+            let mut w = BufWriter::new(out.lock());
+            let mut err = None;
+            dir.records(&t, from, to, |r| {
+                let h = &r.header;
+                let res = if format == "json" {
+                    let v = serde_json::json!({
+                        "seq": h.seq,
+                        "id": String::from_utf8_lossy(&h.id),
+                        "timestamp_ns": h.timestamp_ns,
+                        "deliver_at_ms": h.deliver_at_ms,
+                        "attempts": h.attempts,
+                        "target": h.target,
+                        "body": String::from_utf8_lossy(&r.body),
+                    });
+                    writeln!(w, "{v}")
+                } else {
+                    writeln!(
+                        w,
+                        "{} {} ts={} attempts={}{} {}",
+                        h.seq,
+                        String::from_utf8_lossy(&h.id),
+                        h.timestamp_ns,
+                        h.attempts,
+                        if h.deliver_at_ms > 0 {
+                            format!(" deliver_at_ms={}", h.deliver_at_ms)
+                        } else {
+                            String::new()
+                        },
+                        String::from_utf8_lossy(&r.body)
+                    )
+                };
+                if let Err(e) = res {
+                    err = Some(e);
+                    return false;
+                }
+                !stop.load(Ordering::Acquire)
+            })?;
+            match err {
+                Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+                Some(e) => Err(e.into()),
+                None => {
+                    w.flush()?;
+                    Ok(0)
+                }
+            }
+        }
+        Cmd::Export {
+            topic,
+            output,
+            from,
+            to,
+        } => {
+            let t = dir.topic(&topic)?;
+            let tmp = output.with_extension("partial");
+            let f =
+                std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+            let mut w = BufWriter::new(f);
+            let mut n = 0u64;
+            let mut err = None;
+            dir.records(&t, from, to, |r| {
+                if let Err(e) = w.write_all(&r.body).and_then(|_| w.write_all(b"\n")) {
+                    err = Some(e);
+                    return false;
+                }
+                n += 1;
+                !stop.load(Ordering::Acquire)
+            })?;
+            if let Some(e) = err {
+                return Err(e.into());
+            }
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &output)?;
+            eprintln!("exported {n} messages to {}", output.display());
+            Ok(0)
+        }
+    }
+}
+
+/// Set `flag` on SIGINT/SIGTERM so long scans stop cleanly.
+fn ctrlc_flag(flag: Arc<AtomicBool>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(_) => return,
+            };
+            rt.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                if let (Ok(mut a), Ok(mut b)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) {
+                    tokio::select! { _ = a.recv() => {}, _ = b.recv() => {} }
+                    flag.store(true, Ordering::Release);
+                }
+            });
+        })?;
+    Ok(())
+}
