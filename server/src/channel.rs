@@ -343,8 +343,11 @@ impl Channel {
             // FIN'd and touched messages leave stale deadlines behind; when they dominate,
             // rebuild the heap so its size stays proportional to what is in flight.
             if st.timeouts.len() > 2 * st.in_flight.len() + 1024 {
-                let fresh: BinaryHeap<Reverse<(Instant, MessageId)>> =
-                    st.in_flight.iter().map(|(id, f)| Reverse((f.deadline, *id))).collect();
+                let fresh: BinaryHeap<Reverse<(Instant, MessageId)>> = st
+                    .in_flight
+                    .iter()
+                    .map(|(id, f)| Reverse((f.deadline, *id)))
+                    .collect();
                 st.timeouts = fresh;
             }
             while st.deferred.peek().is_some_and(|d| d.0.at <= now) {
