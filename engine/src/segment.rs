@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use memmap2::MmapRaw;
@@ -23,6 +24,10 @@ pub struct SegmentWriter {
     map: Arc<MmapRaw>,
     pub pos: usize,
     pub capacity: usize,
+    /// `pos` as seen by the sync thread.
+    committed: Arc<AtomicUsize>,
+    /// Bytes at the start of the map already released from our resident set.
+    released: Arc<AtomicUsize>,
 }
 
 /// A handle the sync thread uses to msync a segment without holding the topic lock.
@@ -30,12 +35,38 @@ pub struct SegmentWriter {
 pub struct SyncHandle {
     map: Arc<MmapRaw>,
     path: PathBuf,
+    committed: Arc<AtomicUsize>,
+    released: Arc<AtomicUsize>,
 }
 
+const PAGE: usize = 4096;
+
 impl SyncHandle {
-    /// msync(MS_SYNC) the whole map: dirty pages reach stable storage.
+    /// msync(MS_SYNC) the whole map: dirty pages reach stable storage. Then release the
+    /// pages that are complete and synced from this process's resident set: they stay in
+    /// the page cache (readers use pread), but a long write map no longer inflates RSS.
     pub fn sync(&self) -> Result<()> {
-        self.map.flush().at(&self.path)
+        let committed = self.committed.load(Ordering::Acquire);
+        self.map.flush().at(&self.path)?;
+        let upto = committed / PAGE * PAGE;
+        let from = self.released.load(Ordering::Acquire);
+        if upto > from {
+            // SAFETY: [from, upto) lies inside the mapping, below every byte the writer
+            // will still write (it only appends at or after `committed`), and no Rust
+            // reference into it exists. MADV_DONTNEED on a shared file mapping drops our
+            // page-table entries only; the data stays in the file's page cache.
+            let rc = unsafe {
+                libc::madvise(
+                    self.map.as_mut_ptr().add(from) as *mut libc::c_void,
+                    upto - from,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc == 0 {
+                self.released.store(upto, Ordering::Release);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -60,6 +91,8 @@ impl SegmentWriter {
             map: Arc::new(map),
             pos,
             capacity,
+            committed: Arc::new(AtomicUsize::new(pos)),
+            released: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -76,6 +109,7 @@ impl SegmentWriter {
             unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(self.pos), len) };
         fill(buf);
         self.pos += len;
+        self.committed.store(self.pos, Ordering::Release);
     }
 
     /// Copy already-encoded bytes to the end.
@@ -91,12 +125,15 @@ impl SegmentWriter {
             );
         }
         self.pos += bytes.len();
+        self.committed.store(self.pos, Ordering::Release);
     }
 
     pub fn sync_handle(&self) -> SyncHandle {
         SyncHandle {
             map: self.map.clone(),
             path: self.path.clone(),
+            committed: self.committed.clone(),
+            released: self.released.clone(),
         }
     }
 

@@ -187,8 +187,17 @@ impl Peer {
         tracing::info!(lookupd = %self.address, "registered with lookupd");
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.tick().await;
+        let mut probe = [0u8; 1];
         loop {
             tokio::select! {
+                // nsqlookupd never speaks first: readable means closed (or broken).
+                r = conn.read(&mut probe) => {
+                    return Err(match r {
+                        Ok(0) => "lookupd closed the connection".to_string(),
+                        Ok(_) => "unexpected data from lookupd".to_string(),
+                        Err(e) => format!("read: {e}"),
+                    });
+                }
                 _ = ping.tick() => {
                     request(&mut conn, b"PING\n").await?;
                 }

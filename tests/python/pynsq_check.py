@@ -243,7 +243,28 @@ def mode_consume(args):
     tornado.ioloop.IOLoop.current().call_later(args.timeout - 1, report)
 
 
+def mode_lookup_reader(args):
+    """A Reader given only lookupd HTTP addresses consumes lk-0 .. lk-(count-1), which are
+    spread over several nsqd (some of which may join later)."""
+    want = set(("lk-%d" % i).encode() for i in range(args.count))
+    seen = set()
+
+    def handler(message):
+        seen.add(message.body)
+        if want <= seen:
+            tornado.ioloop.IOLoop.current().call_later(0.2, lambda: finish(True))
+        return True
+
+    nsq.Reader(topic=args.topic, channel="c", lookupd_http_addresses=args.lookupd,
+               lookupd_poll_interval=1, message_handler=handler, max_in_flight=50)
+
+    def report():
+        log("consumed %d of %d" % (len(want & seen), len(want)))
+    tornado.ioloop.IOLoop.current().call_later(args.timeout - 1, report)
+
+
 MODES = {
+    "lookup_reader": mode_lookup_reader,
     "exactly_once": mode_exactly_once,
     "snappy": mode_exactly_once,
     "deflate": mode_exactly_once,
@@ -265,6 +286,7 @@ def main():
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--cafile", default="")
+    p.add_argument("--lookupd", action="append", default=[], help="lookupd HTTP address (repeatable)")
     args = p.parse_args()
     loop = tornado.ioloop.IOLoop.current()
     loop.call_later(args.timeout, functools.partial(finish, False, "timed out after %ss" % args.timeout))
