@@ -13,7 +13,7 @@
 pub mod auth;
 pub mod channel;
 pub mod client;
-pub mod compression;
+pub use protocol::compression;
 pub mod http;
 pub mod logging;
 pub mod lookup;

@@ -559,3 +559,49 @@ pub fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     }
     Ok((cert, key))
 }
+
+/// A running nsqlookupd on loopback ports.
+pub struct Lookupd {
+    pub daemon: Daemon,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+pub fn start_lookupd_on(tcp: SocketAddr, http: SocketAddr) -> Lookupd {
+    let dir = tempfile::tempdir().expect("start nsqlookupd");
+    let log = dir.path().join("lookupd.log");
+    let f = std::fs::File::create(&log).expect("start nsqlookupd");
+    let child = Command::new(bin("nsqlookupd"))
+        .args([
+            format!("--tcp-address={tcp}"),
+            format!("--http-address={http}"),
+            "--broadcast-address=127.0.0.1".into(),
+        ])
+        .stdout(Stdio::from(f.try_clone().expect("start nsqlookupd")))
+        .stderr(Stdio::from(f))
+        .spawn()
+        .expect("start nsqlookupd");
+    let mut daemon = Daemon {
+        child,
+        name: "nsqlookupd".into(),
+        log,
+    };
+    wait_ready(&mut daemon, http).expect("start nsqlookupd");
+    Lookupd {
+        daemon,
+        tcp,
+        http,
+        _dir: dir,
+    }
+}
+
+pub fn start_lookupd() -> Lookupd {
+    let tcp = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("start nsqlookupd");
+    let http = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("start nsqlookupd");
+    start_lookupd_on(tcp, http)
+}

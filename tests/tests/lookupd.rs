@@ -7,49 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nsq_blackbox_tests::{
-    bin, free_port, http_get, http_json, http_post, wait_ready, wait_until, Daemon, Nsqd,
+    http_get, http_json, http_post, start_lookupd, start_lookupd_on, wait_until, Lookupd, Nsqd,
 };
-
-struct Lookupd {
-    daemon: Daemon,
-    tcp: SocketAddr,
-    http: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-fn start_lookupd_on(tcp: SocketAddr, http: SocketAddr) -> Lookupd {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("lookupd.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let child = Command::new(bin("nsqlookupd"))
-        .args([
-            format!("--tcp-address={tcp}"),
-            format!("--http-address={http}"),
-            "--broadcast-address=127.0.0.1".into(),
-        ])
-        .stdout(Stdio::from(f.try_clone().unwrap()))
-        .stderr(Stdio::from(f))
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon {
-        child,
-        name: "nsqlookupd".into(),
-        log,
-    };
-    wait_ready(&mut daemon, http).unwrap();
-    Lookupd {
-        daemon,
-        tcp,
-        http,
-        _dir: dir,
-    }
-}
-
-fn start_lookupd() -> Lookupd {
-    let tcp = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    start_lookupd_on(tcp, http)
-}
 
 struct V1(TcpStream);
 
