@@ -28,41 +28,7 @@ pub const NSQ_COMPAT_VERSION: &str = "1.3.0";
 const MAX_LINE: usize = 1024;
 const MAX_IDENTIFY_BODY: usize = 64 * 1024;
 
-/// Go-style duration (`300s`, `5m`, `45s`, `1h30m`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in {s:?}"))?;
-        let n: f64 = rest[..n_end]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            u => return Err(format!("unknown unit {u:?} in {s:?}")),
-        };
-        rest = &rest[u_end..];
-        total += n * mult;
-    }
-    if !total.is_finite() || !(0.0..=1e9).contains(&total) {
-        return Err(format!("duration out of range: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(total))
-}
+pub use protocol::cli::parse_duration;
 
 fn default_hostname() -> String {
     hostname::get()

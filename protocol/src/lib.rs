@@ -2,6 +2,7 @@
 //! commands, IDENTIFY, name validation and the nsqlookupd V1 protocol. No IO here: every
 //! function works on byte buffers, so all of it can be unit- and fuzz-tested.
 
+pub mod cli;
 pub mod compression;
 pub mod identify;
 pub mod lookup;

@@ -8,51 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
-/// Parse a Go-style duration: a sequence of `<number><unit>` with units ns, us, µs, ms, s,
-/// m, h (e.g. `1m30s`, `250ms`, `1.5h`). A bare integer is taken as milliseconds, which is
-/// what NSQ's config file uses for numeric durations.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(Duration::from_millis(ms));
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
-        if num_end == 0 {
-            return Err(format!("invalid duration {s:?}"));
-        }
-        let n: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("invalid number in duration {s:?}"))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_end];
-        rest = &rest[unit_end..];
-        let secs = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("unknown unit {unit:?} in duration {s:?}")),
-        };
-        total += n * secs;
-    }
-    if !total.is_finite() || !(0.0..=1e12).contains(&total) {
-        return Err(format!("duration out of range: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(total))
-}
+pub use protocol::cli::{normalize_args, parse_duration};
 
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s {
@@ -369,28 +325,6 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("invalid address {addr:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("address {addr:?} resolves to nothing"))
-}
-
-/// Turn Go-style single-dash long flags (`-mem-queue-size=0`) into clap's `--` form, so
-/// command lines written for NSQ's Go binaries keep working.
-pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, a) in args.into_iter().enumerate() {
-        let is_go_long = i > 0
-            && a.starts_with('-')
-            && !a.starts_with("--")
-            && a.len() > 2
-            && a[1..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic());
-        if is_go_long {
-            out.push(format!("-{a}"));
-        } else {
-            out.push(a);
-        }
-    }
-    out
 }
 
 /// Expand `--config FILE` into flags placed before the command line's own, so flags given

@@ -241,7 +241,7 @@ pub fn signal(pid: u32, sig: i32) {
     }
 }
 
-fn spawn_logged(name: &str, args: &[String], log: &Path) -> Result<Child> {
+pub fn spawn_logged(name: &str, args: &[String], log: &Path) -> Result<Child> {
     let f = std::fs::File::create(log)?;
     let f2 = f.try_clone()?;
     Command::new(bin(name))
@@ -604,4 +604,13 @@ pub fn start_lookupd() -> Lookupd {
         .parse()
         .expect("start nsqlookupd");
     start_lookupd_on(tcp, http)
+}
+
+/// Start one of the workspace binaries with its output in `log`.
+pub fn start_daemon(name: &str, args: &[String], log: &Path) -> Result<Daemon> {
+    Ok(Daemon {
+        child: spawn_logged(name, args, log)?,
+        name: name.to_string(),
+        log: log.to_path_buf(),
+    })
 }
