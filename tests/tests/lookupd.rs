@@ -202,6 +202,30 @@ fn nsqd_registers_tombstones_and_reregisters() {
     let nodes = http_json(l.http, "/nodes").unwrap();
     assert_eq!(nodes["producers"].as_array().unwrap().len(), 2);
 
+    // A reader that discovers through this lookupd connects to b only.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt.block_on(async {
+        let c = client::Consumer::new("shared", "ch", client::Config::default(), |_m| async {})
+            .unwrap();
+        c.connect_to_lookupd(&l.http.to_string()).await.unwrap();
+        c
+    });
+    assert_eq!(c.stats().connections, 1);
+    let clients = |n: &Nsqd| {
+        n.stats().unwrap()["topics"][0]["channels"][0]["client_count"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (clients(&a), clients(&b)),
+        (0, 1),
+        "reader only on the live node"
+    );
+    rt.block_on(c.stop());
+
     // Killing b removes it as soon as its connection drops.
     let mut b = b;
     b.daemon.kill9();

@@ -509,3 +509,65 @@ fn nsq_stat_reports_channel_figures() {
     assert_eq!(rows[0][0], "123", "{text}");
     assert_eq!(rows[0][8], "0", "{text}");
 }
+
+#[test]
+fn nsq_to_file_follows_a_topic_pattern_through_lookupd() {
+    let lookupd = nsq_blackbox_tests::start_lookupd();
+    let nsqd = Nsqd::start(&[
+        &format!("--lookupd-tcp-address={}", lookupd.tcp),
+        "--broadcast-address=127.0.0.1",
+    ])
+    .unwrap();
+    publish(&nsqd, "pat_a", &["a1".into(), "a2".into()]);
+    publish(&nsqd, "other", &["o1".into()]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut d = start_daemon(
+        "nsq_to_file",
+        &[
+            "--topic-pattern=^pat_".into(),
+            format!("--lookupd-http-address={}", lookupd.http),
+            "--topic-refresh=300ms".into(),
+            "--consumer-opt=lookupd_poll_interval=300ms".into(),
+            format!("--output-dir={}", out.display()),
+            "--filename-format=<TOPIC><REV>.log".into(),
+        ],
+        &dir.path().join("pattern.log"),
+    )
+    .unwrap();
+    // A matching topic that appears later is picked up too.
+    std::thread::sleep(Duration::from_millis(500));
+    publish(&nsqd, "pat_b", &["b1".into()]);
+    assert!(
+        wait_until(Duration::from_secs(30), || drained(
+            &nsqd,
+            "pat_a",
+            "nsq_to_file"
+        ) && drained(
+            &nsqd,
+            "pat_b",
+            "nsq_to_file"
+        )),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["pat_a.log", "pat_b.log"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("pat_a.log")).unwrap(),
+        "a1\na2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("pat_b.log")).unwrap(),
+        "b1\n"
+    );
+    assert!(
+        channel_state(&nsqd, "other", "nsq_to_file").is_none(),
+        "other is not archived"
+    );
+}
