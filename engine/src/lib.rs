@@ -294,11 +294,42 @@ fn sync_round(inner: &Inner, all: bool) -> Result<()> {
     }
 }
 
+/// At most this many unfinished messages of one channel are relocated in one round; more
+/// than that is a backlog, not stragglers.
+const RELOCATE_MAX: usize = 1024;
+
 fn gc_round(inner: &Inner) {
     let topics: Vec<Arc<Topic>> = inner.topics.lock().values().cloned().collect();
     for t in topics {
         if t.is_ephemeral() {
             continue;
+        }
+        match t.relocate_stragglers(RELOCATE_MAX) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(topic = %t.name(), moved = n, "stragglers relocated");
+                // The copies and the cursors that point at them reach stable storage before
+                // any segment holding the originals can go.
+                let handle = t
+                    .core
+                    .state
+                    .lock()
+                    .log
+                    .as_ref()
+                    .and_then(|l| l.sync_handle());
+                let r = handle
+                    .map_or(Ok(()), |h| h.sync())
+                    .and_then(|_| t.persist_channels(false))
+                    .and_then(|_| inner.meta.flush());
+                if let Err(e) = r {
+                    tracing::warn!(topic = %t.name(), error = %e, "persisting relocation failed");
+                    continue;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topic = %t.name(), error = %e, "straggler relocation failed");
+                continue;
+            }
         }
         let floor = t.gc_floor();
         let mut st = t.core.state.lock();

@@ -483,6 +483,13 @@ impl Log {
         Ok(pos)
     }
 
+    /// Where straggler relocation starts: the first sequence of the next-to-last segment,
+    /// when there are at least three (unfinished messages below it are far behind).
+    pub fn relocation_boundary(&self) -> Option<u64> {
+        let n = self.segments.len();
+        (n >= 3).then(|| self.segments[n - 2].first_seq)
+    }
+
     /// Delete sealed segments whose records are all below `floor`. Returns how many.
     pub fn gc(&mut self, floor: u64) -> Result<usize> {
         let mut removed = 0;

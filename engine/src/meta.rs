@@ -32,6 +32,9 @@ pub struct ChannelMeta {
     /// Handed out and not finished, as half-open ranges [start, end), ascending. Everything
     /// else in [ack_floor, read) is finished.
     pub unacked: Vec<(u64, u64)>,
+    /// Relocated stragglers at or past `read` (copies re-appended at the tail for this
+    /// channel): the reader skips them when it gets there, whether or not they are finished.
+    pub ahead: Vec<u64>,
 }
 
 pub struct Meta {
@@ -163,6 +166,7 @@ mod tests {
             read: 50,
             ack_floor: 10,
             unacked: vec![(10, 12), (20, 21)],
+            ahead: vec![60],
         };
         m.put_channel("a", "c", &c).unwrap();
         m.put_channel("ab", "x", &c).unwrap();

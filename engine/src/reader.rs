@@ -22,6 +22,9 @@ pub struct CursorSnapshot {
     pub read: u64,
     pub ack_floor: u64,
     pub unacked: Vec<(u64, u64)>,
+    /// Relocated copies at or past `read` that the reader skips (see DESIGN: stragglers).
+    #[serde(default)]
+    pub ahead: Vec<u64>,
 }
 
 impl CursorSnapshot {
@@ -33,6 +36,7 @@ impl CursorSnapshot {
             read: m.read,
             ack_floor: m.ack_floor,
             unacked: m.unacked.clone(),
+            ahead: m.ahead.clone(),
         }
     }
 

@@ -233,6 +233,48 @@ impl TopicCore {
             .map(|r| Message::from_record(&r.header, r.body)))
     }
 
+    /// Append copies of `msgs` at the tail, targeted at channel `target`, keeping their ids,
+    /// timestamps, deliver times and attempts. The memory tail goes to the log first so the
+    /// log stays a prefix of the sequence. Returns the copies' sequences.
+    fn append_relocated(&self, msgs: &[Message], target: u32) -> Result<Vec<u64>> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let min_floor = self.min_floor();
+        let mut st = self.state.lock();
+        let spill: Vec<MemRecord> = st
+            .mem
+            .drain(..)
+            .filter(|r| min_floor.is_none_or(|m| r.header.seq >= m))
+            .collect();
+        let first = st.next_seq;
+        let copies: Vec<(RecordHeader, &[u8])> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (
+                    RecordHeader {
+                        seq: first + i as u64,
+                        timestamp_ns: m.timestamp_ns,
+                        deliver_at_ms: m.deliver_at_ms,
+                        target,
+                        attempts: m.attempts,
+                        id: m.id,
+                    },
+                    &m.body[..],
+                )
+            })
+            .collect();
+        let Some(log) = st.log.as_mut() else {
+            return Err(Error::Closed);
+        };
+        log.append(spill.iter().map(|r| (r.header, &r.body[..])))?;
+        log.append(copies.iter().map(|(h, b)| (*h, *b)))?;
+        st.next_seq += msgs.len() as u64;
+        st.unsynced += (spill.len() + msgs.len()) as u64;
+        Ok((first..first + msgs.len() as u64).collect())
+    }
+
     fn note_dirty(&self) {
         let wake = {
             let mut st = self.state.lock();
@@ -620,6 +662,31 @@ impl Topic {
         write_snapshot(&self.core.dir, &ch.name, &cm)
     }
 
+    /// Relocate the few unfinished messages that keep old segments alive (see
+    /// [`Channel::relocate_stragglers`]): for each durable channel, those below the start of
+    /// the next-to-last segment. Returns how many moved.
+    pub(crate) fn relocate_stragglers(&self, max: usize) -> Result<usize> {
+        if self.core.ephemeral {
+            return Ok(0);
+        }
+        let Some(boundary) = self
+            .core
+            .state
+            .lock()
+            .log
+            .as_ref()
+            .and_then(|l| l.relocation_boundary())
+        else {
+            return Ok(0);
+        };
+        let channels: Vec<Arc<Channel>> = self.channels.read().values().cloned().collect();
+        let mut moved = 0;
+        for ch in channels.iter().filter(|c| !c.ephemeral) {
+            moved += ch.relocate_stragglers(boundary, max)?;
+        }
+        Ok(moved)
+    }
+
     /// Lowest sequence any durable reader may still need.
     pub(crate) fn gc_floor(&self) -> u64 {
         let channels = self.channels.read();
@@ -658,11 +725,26 @@ fn write_snapshot(topic_dir: &Path, channel: &str, cm: &ChannelMeta) -> Result<(
 
 struct Cursor {
     read: u64,
-    /// Handed out and not finished.
+    /// Handed out and not finished (below `read`, plus relocated copies at or past it).
     outstanding: BTreeSet<u64>,
     /// To hand out again first (after a restart), ascending.
     replay: VecDeque<u64>,
     hint: ReadHint,
+    /// Relocated copies at or past `read`: already handed out (as their old sequence), so
+    /// the reader skips them.
+    ahead: BTreeSet<u64>,
+    /// Old sequence -> relocated copy, for FINs of messages handed out before the move.
+    alias: HashMap<u64, u64>,
+}
+
+impl Cursor {
+    /// Lowest sequence this channel still needs.
+    fn floor(&self) -> u64 {
+        self.outstanding
+            .first()
+            .copied()
+            .map_or(self.read, |f| f.min(self.read))
+    }
 }
 
 pub struct Channel {
@@ -692,6 +774,8 @@ impl Channel {
                 outstanding: BTreeSet::new(),
                 replay: VecDeque::new(),
                 hint: ReadHint::default(),
+                ahead: BTreeSet::new(),
+                alias: HashMap::new(),
             }),
             dirty: AtomicBool::new(true),
             deleted: AtomicBool::new(false),
@@ -703,10 +787,13 @@ impl Channel {
         ch.paused.store(cm.paused, Ordering::Relaxed);
         {
             let mut c = ch.cursor.lock();
+            c.ahead = cm.ahead.iter().copied().filter(|&s| s >= cm.read).collect();
             for (a, b) in cm.unacked {
-                for s in a..b.min(cm.read) {
-                    c.outstanding.insert(s);
-                    c.replay.push_back(s);
+                for s in a..b {
+                    if s < cm.read || c.ahead.contains(&s) {
+                        c.outstanding.insert(s);
+                        c.replay.push_back(s);
+                    }
                 }
             }
             ch.publish_floor(&c);
@@ -723,8 +810,7 @@ impl Channel {
     }
 
     fn publish_floor(&self, c: &Cursor) {
-        let floor = c.outstanding.first().copied().unwrap_or(c.read);
-        self.floor_pos.store(floor, Ordering::Release);
+        self.floor_pos.store(c.floor(), Ordering::Release);
     }
 
     pub fn next(&self) -> Result<Option<Message>> {
@@ -754,21 +840,34 @@ impl Channel {
                 }
             }
         }
-        let room = max - (out.len() - start);
-        if room > 0 {
+        while out.len() - start < max {
+            let room = max - (out.len() - start);
             let before = out.len();
             let from = c.read;
             let mut hint = c.hint;
             let next = self.core.read_from(from, room, self.id, &mut hint, out)?;
             c.hint = hint;
+            if !c.ahead.is_empty() {
+                // Relocated copies of messages already handed out are not new.
+                let mut i = before;
+                while i < out.len() {
+                    if c.ahead.contains(&out[i].seq) {
+                        out.remove(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+                c.ahead = c.ahead.split_off(&next);
+            }
             for m in &out[before..] {
                 c.outstanding.insert(m.seq);
             }
-            if next != from {
-                c.read = next;
-                self.publish_floor(&c);
-                self.dirty.store(true, Ordering::Release);
+            if next == from {
+                break;
             }
+            c.read = next;
+            self.publish_floor(&c);
+            self.dirty.store(true, Ordering::Release);
         }
         Ok(out.len() - start)
     }
@@ -777,12 +876,14 @@ impl Channel {
     pub fn ack(&self, seq: u64) -> Result<()> {
         let (removed, floor_moved) = {
             let mut c = self.cursor.lock();
-            let was_first = c.outstanding.first() == Some(&seq);
+            let seq = c.alias.remove(&seq).unwrap_or(seq);
+            let before = c.floor();
             let removed = c.outstanding.remove(&seq);
-            if was_first {
+            let moved = c.floor() != before;
+            if moved {
                 self.publish_floor(&c);
             }
-            (removed, was_first)
+            (removed, moved)
         };
         if floor_moved {
             self.core.trim_mem();
@@ -801,6 +902,8 @@ impl Channel {
             let mut c = self.cursor.lock();
             c.outstanding.clear();
             c.replay.clear();
+            c.ahead.clear();
+            c.alias.clear();
             c.read = end;
             c.hint = ReadHint::default();
             self.publish_floor(&c);
@@ -823,8 +926,7 @@ impl Channel {
     }
 
     fn ack_floor(&self) -> u64 {
-        let c = self.cursor.lock();
-        c.outstanding.first().copied().unwrap_or(c.read)
+        self.cursor.lock().floor()
     }
 
     fn snapshot(&self) -> ChannelMeta {
@@ -833,9 +935,55 @@ impl Channel {
             id: self.id,
             paused: self.is_paused(),
             read: c.read,
-            ack_floor: c.outstanding.first().copied().unwrap_or(c.read),
+            ack_floor: c.floor(),
             unacked: to_ranges(c.outstanding.iter().copied()),
+            ahead: c.ahead.iter().copied().collect(),
         }
+    }
+
+    /// Move this channel's unfinished messages below `boundary` to the tail of the log as
+    /// copies targeted at this channel, so they stop pinning old segments. Only when the
+    /// channel has read past `boundary` and there are at most `max` of them. Returns how
+    /// many moved.
+    fn relocate_stragglers(&self, boundary: u64, max: usize) -> Result<usize> {
+        let mut c = self.cursor.lock();
+        if c.read < boundary {
+            return Ok(0);
+        }
+        let old: Vec<u64> = c.outstanding.range(..boundary).copied().collect();
+        if old.is_empty() || old.len() > max {
+            return Ok(0);
+        }
+        let mut found = Vec::with_capacity(old.len());
+        for s in old {
+            match self.core.read_one(s)? {
+                Some(m) => found.push(m),
+                None => {
+                    c.outstanding.remove(&s); // gone (emptied): nothing to keep
+                }
+            }
+        }
+        let new_seqs = self.core.append_relocated(&found, self.id)?;
+        for (m, n) in found.iter().zip(new_seqs) {
+            c.outstanding.remove(&m.seq);
+            c.outstanding.insert(n);
+            c.ahead.insert(n);
+            for v in c.alias.values_mut() {
+                if *v == m.seq {
+                    *v = n;
+                }
+            }
+            c.alias.insert(m.seq, n);
+            if let Some(r) = c.replay.iter_mut().find(|r| **r == m.seq) {
+                *r = n;
+            }
+        }
+        let mut replay: Vec<u64> = c.replay.drain(..).collect();
+        replay.sort_unstable();
+        c.replay = replay.into();
+        self.publish_floor(&c);
+        self.dirty.store(true, Ordering::Release);
+        Ok(found.len())
     }
 
     pub fn stats(&self) -> ChannelStats {
@@ -845,7 +993,7 @@ impl Channel {
                 c.read,
                 c.replay.len() as u64,
                 c.outstanding.len() as u64,
-                c.outstanding.first().copied().unwrap_or(c.read),
+                c.floor(),
             )
         };
         let st = self.core.state.lock();
