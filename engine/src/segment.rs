@@ -63,7 +63,7 @@ impl SyncHandle {
                 )
             };
             if rc == 0 {
-                self.released.store(upto, Ordering::Release);
+                self.released.fetch_max(upto, Ordering::AcqRel);
             }
         }
         Ok(())
@@ -110,6 +110,34 @@ impl SegmentWriter {
         fill(buf);
         self.pos += len;
         self.committed.store(self.pos, Ordering::Release);
+        self.release_behind();
+    }
+
+    /// Every few MiB, drop the pages behind the write position from our resident set, even
+    /// before they are synced, so a fast writer between two sync rounds does not grow RSS
+    /// by everything it wrote meanwhile.
+    fn release_behind(&mut self) {
+        const STEP: usize = 8 << 20;
+        let from = self.released.load(Ordering::Acquire);
+        let upto = self.pos / PAGE * PAGE;
+        if upto < from + STEP {
+            return;
+        }
+        // SAFETY: [from, upto) is inside the mapping and entirely below `pos`: this writer
+        // never writes there again and no Rust reference into it exists. On a shared file
+        // mapping MADV_DONTNEED only removes our page-table entries; a dirty page keeps its
+        // data and dirty state in the page cache (the kernel marks it dirty as it unmaps),
+        // and the next msync(MS_SYNC) writes back the whole file range, mapped or not.
+        let rc = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(from) as *mut libc::c_void,
+                upto - from,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc == 0 {
+            self.released.fetch_max(upto, Ordering::AcqRel);
+        }
     }
 
     /// Copy already-encoded bytes to the end.
@@ -126,6 +154,7 @@ impl SegmentWriter {
         }
         self.pos += bytes.len();
         self.committed.store(self.pos, Ordering::Release);
+        self.release_behind();
     }
 
     pub fn sync_handle(&self) -> SyncHandle {
@@ -149,4 +178,32 @@ impl SegmentWriter {
 /// Make a new directory entry durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_released_behind_the_writer_keep_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.seg");
+        let mut w = SegmentWriter::open(&path, 0, 24 << 20).unwrap();
+        let chunk: Vec<u8> = (0..4099u32).map(|i| (i % 251) as u8).collect();
+        let mut written = Vec::new();
+        while w.remaining() >= chunk.len() && written.len() < 20 << 20 {
+            w.write_at_end(&chunk);
+            written.extend_from_slice(&chunk);
+        }
+        assert!(
+            w.released.load(Ordering::Acquire) >= 8 << 20,
+            "released behind"
+        );
+        // Not synced yet: the data is in the page cache all the same.
+        let on_file = std::fs::read(&path).unwrap();
+        assert_eq!(&on_file[..written.len()], &written[..]);
+        w.sync_handle().sync().unwrap();
+        let on_file = std::fs::read(&path).unwrap();
+        assert_eq!(&on_file[..written.len()], &written[..]);
+    }
 }
