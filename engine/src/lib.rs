@@ -242,12 +242,14 @@ fn sync_round(inner: &Inner, all: bool) -> Result<()> {
             let mut st = t.core.state.lock();
             let due = all
                 || !st.waiters.is_empty()
-                || st.unsynced >= inner.opts.sync_every
-                || (st.unsynced > 0 && st.last_sync.elapsed() >= inner.opts.sync_timeout);
+                || t.core.pending_changes(&st) >= inner.opts.sync_every
+                || (t.core.pending_changes(&st) > 0
+                    && st.last_sync.elapsed() >= inner.opts.sync_timeout);
             if !due {
                 (None, Vec::new(), false)
             } else {
                 st.unsynced = 0;
+                t.core.dirty_cursors.store(0, Ordering::Release);
                 st.last_sync = Instant::now();
                 let waiters = std::mem::take(&mut st.waiters);
                 (st.log.as_ref().and_then(|l| l.sync_handle()), waiters, true)

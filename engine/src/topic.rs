@@ -138,6 +138,8 @@ pub(crate) struct TopicCore {
     floors: RwLock<HashMap<u32, Arc<AtomicU64>>>,
     signal: Arc<SyncSignal>,
     pub(crate) deleted: AtomicBool,
+    /// Cursor changes since the last sync round (see `note_dirty`).
+    pub(crate) dirty_cursors: AtomicU64,
 }
 
 impl TopicCore {
@@ -275,14 +277,29 @@ impl TopicCore {
         Ok((first..first + msgs.len() as u64).collect())
     }
 
+    /// A cursor changed (FIN and the like): counted without the topic lock, which readers
+    /// and publishers need far more.
     fn note_dirty(&self) {
-        let wake = {
-            let mut st = self.state.lock();
-            st.unsynced += 1;
-            st.unsynced >= self.opts.sync_every
-        };
-        if wake {
+        let n = self.dirty_cursors.fetch_add(1, Ordering::AcqRel) + 1;
+        if n == self.opts.sync_every.max(1) {
             self.signal.wake();
+        }
+    }
+
+    /// Changes not yet synced: appended records plus cursor changes.
+    pub(crate) fn pending_changes(&self, st: &TopicState) -> u64 {
+        st.unsynced + self.dirty_cursors.load(Ordering::Acquire)
+    }
+
+    /// Drop memory the channels finished, but only every `TRIM_STEP` sequences of floor
+    /// movement: trimming takes the topic lock, and doing it per FIN costs more than the
+    /// few messages it would free sooner.
+    fn maybe_trim(&self, floor: u64, last: &AtomicU64) {
+        const TRIM_STEP: u64 = 128;
+        let prev = last.load(Ordering::Relaxed);
+        if floor >= prev + TRIM_STEP || floor < prev {
+            last.store(floor, Ordering::Relaxed);
+            self.trim_mem();
         }
     }
 }
@@ -360,6 +377,7 @@ impl Topic {
             floors: RwLock::new(HashMap::new()),
             signal,
             deleted: AtomicBool::new(false),
+            dirty_cursors: AtomicU64::new(0),
         });
         let topic = Topic {
             core,
@@ -758,6 +776,8 @@ pub struct Channel {
     cursor: Mutex<Cursor>,
     dirty: AtomicBool,
     deleted: AtomicBool,
+    /// Floor at the last memory trim (see `TopicCore::maybe_trim`).
+    last_trim: AtomicU64,
 }
 
 impl Channel {
@@ -779,6 +799,7 @@ impl Channel {
             }),
             dirty: AtomicBool::new(true),
             deleted: AtomicBool::new(false),
+            last_trim: AtomicU64::new(start),
         }
     }
 
@@ -874,19 +895,19 @@ impl Channel {
 
     /// FIN: `seq` is finished.
     pub fn ack(&self, seq: u64) -> Result<()> {
-        let (removed, floor_moved) = {
+        let (removed, floor_moved, floor) = {
             let mut c = self.cursor.lock();
             let seq = c.alias.remove(&seq).unwrap_or(seq);
             let before = c.floor();
             let removed = c.outstanding.remove(&seq);
-            let moved = c.floor() != before;
-            if moved {
+            let floor = c.floor();
+            if floor != before {
                 self.publish_floor(&c);
             }
-            (removed, moved)
+            (removed, floor != before, floor)
         };
         if floor_moved {
-            self.core.trim_mem();
+            self.core.maybe_trim(floor, &self.last_trim);
         }
         if removed && !self.ephemeral {
             self.dirty.store(true, Ordering::Release);
