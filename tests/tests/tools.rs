@@ -159,3 +159,60 @@ fn nsq_inspect_rejects_a_non_data_dir() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an nsqd data directory"));
 }
+
+/// The number before `needle` in `text` (e.g. "1234 msgs in").
+fn number_before(text: &str, needle: &str) -> u64 {
+    let i = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} in {text}"));
+    text[..i]
+        .split_whitespace()
+        .last()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("number before {needle:?} in {text}"))
+}
+
+#[test]
+fn nsq_bench_writer_then_reader_count_the_same_messages() {
+    let nsqd = Nsqd::start(&[]).unwrap();
+    let run = |args: &[&str]| {
+        let child = Command::new(bin("nsq_bench"))
+            .args(args)
+            .arg(format!("--nsqd-tcp-address={}", nsqd.tcp))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_output(child, Duration::from_secs(60)).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let w = run(&[
+        "writer",
+        "--runfor=1s",
+        "--size=100",
+        "--batch-size=50",
+        "--concurrency=2",
+    ]);
+    let written = number_before(&w, "msgs in");
+    assert!(written > 0 && written % 50 == 0, "{w}");
+    assert!(
+        w.contains("msgs/s") && w.contains("MB/s") && w.contains("p99"),
+        "{w}"
+    );
+    let r = run(&[
+        "reader",
+        "--runfor=30s",
+        "--size=100",
+        "--rdy=500",
+        "--idle=1s",
+    ]);
+    assert_eq!(number_before(&r, "msgs in"), written, "{r}");
+    assert!(r.contains("latency p50"), "{r}");
+    let stats = nsqd.stats().unwrap();
+    assert_eq!(stats["topics"][0]["channels"][0]["depth"], 0, "{stats}");
+}

@@ -245,6 +245,8 @@ async fn reader(
             if f.data.as_ref() != b"OK" {
                 bail!("SUB failed: {}", String::from_utf8_lossy(&f.data));
             }
+            // Publish-to-receipt latency in microseconds (nsqd's timestamp to now).
+            let mut e2e = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
             out.clear();
             Command::Rdy(rdy as i64).encode(&mut out);
             s.write_all(&out).await?;
@@ -258,10 +260,16 @@ async fn reader(
                 // Take every complete frame buffered, FIN them in one write.
                 out.clear();
                 let mut got = 0u64;
+                let now_ns = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(0);
                 while let Some(f) = v2::parse_frame(&mut buf, 64 << 20)? {
                     match f.frame_type {
                         v2::FRAME_TYPE_MESSAGE => {
                             let m = v2::decode_message(f.data)?;
+                            let us = ((now_ns - m.timestamp_ns) / 1000).clamp(1, 3_600_000_000);
+                            e2e.record(us as u64)?;
                             bytes.fetch_add(m.body.len() as u64, Ordering::Relaxed);
                             Command::Fin(m.id).encode(&mut out);
                             got += 1;
@@ -289,19 +297,23 @@ async fn reader(
                     Err(_) => {}
                 }
             }
-            anyhow::Ok(())
+            anyhow::Ok(e2e)
         }));
     }
+    let mut e2e = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     for t in tasks {
-        t.await??;
+        e2e.add(t.await??)?;
     }
     // Measure to the last message, not to the idle timeout.
     let secs = last_msg.since(start).as_secs_f64().max(1e-6);
     let total = count.load(Ordering::Relaxed);
     println!(
-        "reader: {n} conns, RDY {rdy}: {total} msgs in {secs:.2}s = {:.0} msgs/s, {:.2} MB/s",
+        "reader: {n} conns, RDY {rdy}: {total} msgs in {secs:.2}s = {:.0} msgs/s, {:.2} MB/s; publish-to-receipt latency p50 {} us, p99 {} us, p99.9 {} us",
         total as f64 / secs,
         bytes.load(Ordering::Relaxed) as f64 / secs / 1e6,
+        e2e.value_at_quantile(0.5),
+        e2e.value_at_quantile(0.99),
+        e2e.value_at_quantile(0.999),
     );
     Ok(())
 }
