@@ -199,7 +199,7 @@ fn nsq_bench_writer_then_reader_count_the_same_messages() {
         "--concurrency=2",
     ]);
     let written = number_before(&w, "msgs in");
-    assert!(written > 0 && written % 50 == 0, "{w}");
+    assert!(written > 0 && written.is_multiple_of(50), "{w}");
     assert!(
         w.contains("msgs/s") && w.contains("MB/s") && w.contains("p99"),
         "{w}"
