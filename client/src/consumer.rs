@@ -601,18 +601,30 @@ fn dispatch(s: &Arc<Shared>, addr: &str, tx: &mpsc::UnboundedSender<Ctl>, m: v2:
         return;
     }
     s.in_flight.fetch_add(1, Ordering::SeqCst);
+    let (id, attempts, ctl) = (msg.id, msg.attempts, msg.ctl.clone());
+    // The handler is called here, in the order messages arrived, so whatever it does
+    // before its first await (e.g. queueing the message for a writer) keeps that order;
+    // the future it returns then runs under the concurrency limit. A panic, in the call or
+    // in the future (which runs in a task of its own), becomes a requeue.
+    let fut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (s.handler)(msg)));
     let s = s.clone();
     tokio::spawn(async move {
-        let Ok(_permit) = s.sem.clone().acquire_owned().await else {
-            return;
-        };
-        let (id, attempts, ctl) = (msg.id, msg.attempts, msg.ctl.clone());
-        // The handler runs in its own task so a panic becomes a requeue, not a lost message.
-        let outcome = match tokio::spawn((s.handler)(msg)).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!("handler panicked: {e}");
+        let outcome = match fut {
+            Err(_) => {
+                tracing::error!("handler panicked");
                 Outcome::Requeue
+            }
+            Ok(fut) => {
+                let Ok(_permit) = s.sem.clone().acquire_owned().await else {
+                    return;
+                };
+                match tokio::spawn(fut).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::error!("handler panicked: {e}");
+                        Outcome::Requeue
+                    }
+                }
             }
         };
         let (cmd, success) = match outcome {

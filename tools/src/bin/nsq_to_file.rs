@@ -81,8 +81,9 @@ struct Args {
     /// sync file to disk every duration
     #[arg(long = "sync-interval", value_parser = parse_duration, default_value = "30s")]
     sync_interval: Duration,
-    /// also fsync after every N messages, and FIN messages only once they are synced
-    /// (0: FIN once written to the operating system)
+    /// also fsync after every N messages (at most --max-in-flight at a time, and at least
+    /// once a second), and FIN messages only once they are synced (0: FIN once written to
+    /// the operating system)
     #[arg(long = "sync-every", default_value_t = 0)]
     sync_every: u64,
     /// skip writing empty files (always true here: files are created by their first message)
@@ -158,7 +159,8 @@ impl Settings {
             rotate_size: a.rotate_size,
             rotate_interval: a.rotate_interval,
             sync_interval: a.sync_interval,
-            sync_every: a.sync_every,
+            // Never wait for more messages than can be in flight at once.
+            sync_every: a.sync_every.min(u64::from(a.source.max_in_flight.max(1))),
         })
     }
 
