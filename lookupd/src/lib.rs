@@ -15,7 +15,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use clap::Parser;
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,10 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use db::{Db, PeerInfo};
+use protocol::lookup as v1;
 
 pub const NSQ_COMPAT_VERSION: &str = "1.3.0";
-const MAX_LINE: usize = 1024;
-const MAX_IDENTIFY_BODY: usize = 64 * 1024;
 
 pub use protocol::cli::parse_duration;
 
@@ -150,8 +149,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
 /// Write one V1 response: 4-byte big-endian length, then the data.
 async fn respond(s: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
-    let mut v = (data.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(data);
+    let mut v = BytesMut::with_capacity(4 + data.len());
+    v1::encode_response(&mut v, data);
     s.write_all(&v).await
 }
 
@@ -164,7 +163,7 @@ async fn serve_tcp(
     let id = l.next_id.fetch_add(1, Ordering::Relaxed);
     let mut magic = [0u8; 4];
     match tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut magic)).await {
-        Ok(Ok(_)) if &magic == b"  V1" => {}
+        Ok(Ok(_)) if &magic == v1::MAGIC_V1 => {}
         Ok(Ok(_)) => {
             let _ = respond(&mut s, b"E_BAD_PROTOCOL").await;
             return;
@@ -183,10 +182,9 @@ async fn serve_tcp(
                         break Some("write failed".to_string());
                     }
                 }
-                Err((text, fatal)) => {
-                    if respond(&mut s, text.as_bytes()).await.is_err() || fatal {
-                        break Some(text);
-                    }
+                Err(text) => {
+                    let _ = respond(&mut s, text.as_bytes()).await;
+                    break Some(text);
                 }
             }
         };
@@ -210,83 +208,35 @@ async fn serve_tcp(
     l.db.lock().remove_peer(id);
 }
 
-type CmdResult = Result<Option<Vec<u8>>, (String, bool)>;
-
-/// Parse and execute one command if complete. Err((text, fatal)).
+/// Parse and execute one command if complete: `Ok(Some(response))`, `Ok(None)` when more
+/// input is needed, `Err(text)` for an error (which closes the connection, as in NSQ).
 fn next_command(
     l: &Lookupd,
     id: u64,
     remote: SocketAddr,
     buf: &mut BytesMut,
     identified: &mut bool,
-) -> CmdResult {
-    let Some(nl) = buf.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') else {
-        if buf.len() > MAX_LINE {
-            return Err(("E_INVALID command line too long".into(), true));
-        }
-        return Ok(None);
+) -> Result<Option<Vec<u8>>, String> {
+    let cmd = match v1::parse_command(buf, *identified) {
+        Ok(Some(c)) => c,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(e.0),
     };
-    let line = String::from_utf8_lossy(&buf[..nl])
-        .trim_end_matches('\r')
-        .to_string();
-    let params: Vec<&str> = line.split(' ').collect();
-    match params[0] {
-        "PING" => {
-            buf.advance(nl + 1);
+    match cmd {
+        v1::Command::Ping => {
             l.db.lock().touch(id);
             Ok(Some(b"OK".to_vec()))
         }
-        "IDENTIFY" => {
-            if *identified {
-                buf.advance(nl + 1);
-                return Err(("E_INVALID cannot IDENTIFY again".into(), true));
-            }
-            let Some(size) = buf
-                .get(nl + 1..nl + 5)
-                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            else {
-                return Ok(None);
-            };
-            if size <= 0 || size as usize > MAX_IDENTIFY_BODY {
-                return Err((
-                    format!("E_BAD_BODY IDENTIFY invalid body size {size}"),
-                    true,
-                ));
-            }
-            let total = nl + 5 + size as usize;
-            if buf.len() < total {
-                return Ok(None);
-            }
-            let body = buf[nl + 5..total].to_vec();
-            buf.advance(total);
-            #[derive(serde::Deserialize)]
-            struct Ident {
-                broadcast_address: Option<String>,
-                tcp_port: Option<u16>,
-                http_port: Option<u16>,
-                version: Option<String>,
-                #[serde(default)]
-                hostname: String,
-            }
-            let v: Ident = serde_json::from_slice(&body).map_err(|_| {
-                (
-                    "E_BAD_BODY IDENTIFY failed to decode JSON body".to_string(),
-                    true,
-                )
-            })?;
-            let (Some(ba), Some(tp), Some(hp), Some(ver)) =
-                (v.broadcast_address, v.tcp_port, v.http_port, v.version)
-            else {
-                return Err(("E_BAD_BODY IDENTIFY missing fields".into(), true));
-            };
+        v1::Command::Identify(body) => {
+            let v = v1::PeerIdentity::from_body(&body).map_err(|e| e.0)?;
             let info = PeerInfo {
                 id,
                 remote_address: remote.to_string(),
                 hostname: v.hostname,
-                broadcast_address: ba,
-                tcp_port: tp,
-                http_port: hp,
-                version: ver,
+                broadcast_address: v.broadcast_address,
+                tcp_port: v.tcp_port,
+                http_port: v.http_port,
+                version: v.version,
             };
             tracing::info!(client = %remote, node = %info.node_key(), "producer identified");
             l.db.lock().add_peer(info);
@@ -300,44 +250,13 @@ fn next_command(
             });
             Ok(Some(resp.to_string().into_bytes()))
         }
-        cmd @ ("REGISTER" | "UNREGISTER") => {
-            buf.advance(nl + 1);
-            if !*identified {
-                return Err(("E_INVALID client must IDENTIFY".into(), false));
-            }
-            let Some(topic) = params.get(1) else {
-                return Err((
-                    format!("E_INVALID {cmd} insufficient number of params"),
-                    false,
-                ));
-            };
-            if !protocol::names::is_valid_topic_name(topic) {
-                return Err((
-                    format!("E_BAD_TOPIC {cmd} topic name '{topic}' is not valid"),
-                    false,
-                ));
-            }
-            let channel = params.get(2).copied();
-            if let Some(c) = channel {
-                if !protocol::names::is_valid_channel_name(c) {
-                    return Err((
-                        format!("E_BAD_CHANNEL {cmd} channel name '{c}' is not valid"),
-                        false,
-                    ));
-                }
-            }
-            let mut db = l.db.lock();
-            if cmd == "REGISTER" {
-                db.register(id, topic, channel);
-            } else {
-                db.unregister(id, topic, channel);
-            }
+        v1::Command::Register { topic, channel } => {
+            l.db.lock().register(id, &topic, channel.as_deref());
             Ok(Some(b"OK".to_vec()))
         }
-        other => {
-            let text = format!("E_INVALID invalid command {other}");
-            buf.advance(nl + 1);
-            Err((text, true))
+        v1::Command::Unregister { topic, channel } => {
+            l.db.lock().unregister(id, &topic, channel.as_deref());
+            Ok(Some(b"OK".to_vec()))
         }
     }
 }

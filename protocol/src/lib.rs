@@ -1,6 +1,7 @@
 //! Wire formats shared by nsqd, nsqlookupd and the client: TCP protocol V2 frames and
-//! commands, IDENTIFY, name validation and the nsqlookupd V1 protocol. No IO here: every
-//! function works on byte buffers, so all of it can be unit- and fuzz-tested.
+//! commands, IDENTIFY, names, the nsqlookupd V1 protocol, stream compression, CLI conventions.
+//! No IO here: every function works on byte buffers, so all of it can be unit- and
+//! fuzz-tested.
 
 pub mod cli;
 pub mod compression;

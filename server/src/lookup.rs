@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use protocol::lookup as v1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, watch};
@@ -160,19 +161,18 @@ impl Peer {
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| format!("connect: {e}"))?;
         let _ = conn.set_nodelay(true);
-        conn.write_all(b"  V1").await.map_err(|e| e.to_string())?;
-        let ident = serde_json::json!({
-            "broadcast_address": self.opts.broadcast_address,
-            "tcp_port": self.opts.tcp_port,
-            "http_port": self.opts.http_port,
-            "version": self.opts.version,
-            "hostname": self.opts.hostname,
+        conn.write_all(v1::MAGIC_V1)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ident = serde_json::to_vec(&v1::PeerIdentity {
+            broadcast_address: self.opts.broadcast_address.clone(),
+            tcp_port: self.opts.tcp_port,
+            http_port: self.opts.http_port,
+            version: self.opts.version.clone(),
+            hostname: self.opts.hostname.clone(),
         })
-        .to_string();
-        let mut msg = b"IDENTIFY\n".to_vec();
-        msg.extend_from_slice(&(ident.len() as u32).to_be_bytes());
-        msg.extend_from_slice(ident.as_bytes());
-        let resp = request(&mut conn, &msg).await?;
+        .map_err(|e| e.to_string())?;
+        let resp = request(&mut conn, &v1::Command::Identify(ident.into())).await?;
         if resp.starts_with(b"E_") {
             return Err(format!(
                 "IDENTIFY refused: {}",
@@ -182,7 +182,7 @@ impl Peer {
         // Drop events queued before this snapshot; the snapshot covers them.
         while self.events.try_recv().is_ok() {}
         for r in self.source.snapshot() {
-            request(&mut conn, &command("REGISTER", &r)).await?;
+            request(&mut conn, &command(true, r)).await?;
         }
         tracing::info!(lookupd = %self.address, "registered with lookupd");
         let mut ping = tokio::time::interval(PING_INTERVAL);
@@ -199,11 +199,11 @@ impl Peer {
                     });
                 }
                 _ = ping.tick() => {
-                    request(&mut conn, b"PING\n").await?;
+                    request(&mut conn, &v1::Command::Ping).await?;
                 }
                 ev = self.events.recv() => match ev {
-                    Ok(Event::Register(r)) => { request(&mut conn, &command("REGISTER", &r)).await?; }
-                    Ok(Event::Unregister(r)) => { request(&mut conn, &command("UNREGISTER", &r)).await?; }
+                    Ok(Event::Register(r)) => { request(&mut conn, &command(true, r)).await?; }
+                    Ok(Event::Unregister(r)) => { request(&mut conn, &command(false, r)).await?; }
                     Err(broadcast::error::RecvError::Lagged(_)) => return Err("missed registration events".into()),
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
@@ -214,16 +214,23 @@ impl Peer {
     }
 }
 
-fn command(verb: &str, r: &Registration) -> Vec<u8> {
-    match r {
-        Registration::Topic(t) => format!("{verb} {t}\n").into_bytes(),
-        Registration::Channel(t, c) => format!("{verb} {t} {c}\n").into_bytes(),
+fn command(register: bool, r: Registration) -> v1::Command {
+    let (topic, channel) = match r {
+        Registration::Topic(t) => (t, None),
+        Registration::Channel(t, c) => (t, Some(c)),
+    };
+    if register {
+        v1::Command::Register { topic, channel }
+    } else {
+        v1::Command::Unregister { topic, channel }
     }
 }
 
-async fn request(conn: &mut TcpStream, msg: &[u8]) -> Result<Vec<u8>, String> {
+async fn request(conn: &mut TcpStream, cmd: &v1::Command) -> Result<Vec<u8>, String> {
+    let mut msg = bytes::BytesMut::new();
+    cmd.encode(&mut msg);
     let io = async {
-        conn.write_all(msg)
+        conn.write_all(&msg)
             .await
             .map_err(|e| format!("write: {e}"))?;
         let mut len = [0u8; 4];

@@ -27,6 +27,11 @@ impl V1 {
         self.0.read_exact(&mut data).unwrap();
         String::from_utf8_lossy(&data).to_string()
     }
+    /// True if the server closed the connection (EOF within the read timeout).
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.0.read(&mut b), Ok(0))
+    }
     fn identify(&mut self, tcp_port: u16, http_port: u16) -> serde_json::Value {
         let body = serde_json::json!({"broadcast_address":"127.0.0.1","tcp_port":tcp_port,"http_port":http_port,"version":"1.3.0","hostname":"h"}).to_string();
         let mut msg = b"IDENTIFY\n".to_vec();
@@ -39,21 +44,39 @@ impl V1 {
 #[test]
 fn v1_protocol_and_errors() {
     let l = start_lookupd();
+    // Every error is answered and then closes that connection, as in NSQ; others go on.
+    let closing = |identify: bool, cmd: &[u8], want: &str| {
+        let mut x = V1::connect(l.tcp);
+        if identify {
+            x.identify(5150, 5151);
+        }
+        let got = x.send(cmd);
+        assert!(got.starts_with(want), "{cmd:?}: {got}");
+        assert!(x.closed(), "{cmd:?} left the connection open");
+    };
+    closing(false, b"REGISTER t\n", "E_INVALID client must IDENTIFY");
+    closing(
+        true,
+        b"REGISTER\n",
+        "E_INVALID REGISTER insufficient number of params",
+    );
+    closing(true, b"REGISTER bad/topic\n", "E_BAD_TOPIC");
+    closing(true, b"UNREGISTER t bad*chan\n", "E_BAD_CHANNEL");
+    closing(true, b"IDENTIFY\n", "E_INVALID cannot IDENTIFY again");
+    closing(false, b"BOGUS\n", "E_INVALID invalid command BOGUS");
+    closing(false, b"IDENTIFY\n\x7f\xff\xff\xff", "E_BAD_BODY");
+    closing(
+        false,
+        b"IDENTIFY\n\x00\x00\x00\x02{}",
+        "E_BAD_BODY IDENTIFY missing fields",
+    );
+
     let mut c = V1::connect(l.tcp);
     assert_eq!(c.send(b"PING\n"), "OK");
-    assert_eq!(c.send(b"REGISTER t\n"), "E_INVALID client must IDENTIFY");
     let resp = c.identify(4150, 4151);
     assert_eq!(resp["tcp_port"], l.tcp.port());
     assert_eq!(resp["http_port"], l.http.port());
     assert_eq!(c.send(b"REGISTER t c\n"), "OK");
-    assert_eq!(
-        c.send(b"REGISTER\n"),
-        "E_INVALID REGISTER insufficient number of params"
-    );
-    assert!(c.send(b"REGISTER bad/topic\n").starts_with("E_BAD_TOPIC"));
-    assert!(c
-        .send(b"REGISTER t bad*chan\n")
-        .starts_with("E_BAD_CHANNEL"));
     let v = http_json(l.http, "/lookup?topic=t").unwrap();
     assert_eq!(v["channels"], serde_json::json!(["c"]));
     assert_eq!(v["producers"][0]["tcp_port"], 4150);
@@ -63,9 +86,7 @@ fn v1_protocol_and_errors() {
         http_json(l.http, "/channels?topic=t").unwrap()["channels"],
         serde_json::json!([])
     );
-    // A bad command closes that connection only.
-    let mut bad = V1::connect(l.tcp);
-    assert!(bad.send(b"BOGUS\n").starts_with("E_INVALID"));
+    // The errors above closed only their own connections.
     assert_eq!(c.send(b"PING\n"), "OK");
     // Bad magic.
     let mut s = TcpStream::connect(l.tcp).unwrap();
