@@ -138,12 +138,19 @@ fn nsq_to_file_killed_midway_and_restarted_loses_nothing() {
     // Kill it once part of the topic has been archived.
     let started = wait_until(Duration::from_secs(60), || {
         channel_state(&nsqd, "archive", "nsq_to_file")
-            .is_some_and(|(depth, _)| depth < (n as u64) * 2 / 3)
+            .is_some_and(|(depth, _)| depth < n as u64 - 5000)
     });
     assert!(started, "{}", d.log_text());
     d.kill9();
     let left = channel_state(&nsqd, "archive", "nsq_to_file").unwrap();
     assert!(left.0 > 0, "killed before the end: {left:?}");
+    let parts_left = std::fs::read_dir(dir.path().join("work"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        })
+        .count();
     let mut d = to_file(&nsqd, dir.path(), &args, "second.log");
     assert!(
         wait_until(Duration::from_secs(120), || drained(
@@ -155,7 +162,9 @@ fn nsq_to_file_killed_midway_and_restarted_loses_nothing() {
         d.log_text()
     );
     assert_eq!(d.terminate(Duration::from_secs(30)).unwrap(), Some(0));
-    assert!(d.log_text().contains("recovered"), "{}", d.log_text());
+    if parts_left > 0 {
+        assert!(d.log_text().contains("recovered"), "{}", d.log_text());
+    }
     let lines = lines_in(&dir.path().join("out"));
     let mut count: HashMap<&String, usize> = HashMap::new();
     for l in &lines {
