@@ -35,16 +35,22 @@ pub async fn producers(http: &reqwest::Client, lookupd: &str, topic: &str) -> Re
     Ok(parse_producers(&v))
 }
 
-/// Producers from a /lookup or /nodes answer (NSQ 1.x answers bare JSON; older versions
-/// wrap it in `{"data": ...}`).
+/// Producers' TCP addresses from a /lookup or /nodes answer (NSQ 1.x answers bare JSON;
+/// older versions wrap it in `{"data": ...}`).
 pub fn parse_producers(v: &serde_json::Value) -> Vec<String> {
+    producer_addresses(v, "tcp_port")
+}
+
+/// Producers' `broadcast_address:<port_field>` from a /lookup or /nodes answer (e.g.
+/// `"http_port"` for their HTTP API), sorted and without repeats.
+pub fn producer_addresses(v: &serde_json::Value, port_field: &str) -> Vec<String> {
     let producers = v
         .get("producers")
         .or_else(|| v.get("data").and_then(|d| d.get("producers")));
     let mut out = Vec::new();
     for p in producers.and_then(|p| p.as_array()).into_iter().flatten() {
         let host = p["broadcast_address"].as_str().unwrap_or("");
-        if let (false, Some(port)) = (host.is_empty(), p["tcp_port"].as_u64()) {
+        if let (false, Some(port)) = (host.is_empty(), p[port_field].as_u64()) {
             if host.contains(':') {
                 out.push(format!("[{host}]:{port}"));
             } else {

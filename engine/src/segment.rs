@@ -48,24 +48,7 @@ impl SyncHandle {
     pub fn sync(&self) -> Result<()> {
         let committed = self.committed.load(Ordering::Acquire);
         self.map.flush().at(&self.path)?;
-        let upto = committed / PAGE * PAGE;
-        let from = self.released.load(Ordering::Acquire);
-        if upto > from {
-            // SAFETY: [from, upto) lies inside the mapping, below every byte the writer
-            // will still write (it only appends at or after `committed`), and no Rust
-            // reference into it exists. MADV_DONTNEED on a shared file mapping drops our
-            // page-table entries only; the data stays in the file's page cache.
-            let rc = unsafe {
-                libc::madvise(
-                    self.map.as_mut_ptr().add(from) as *mut libc::c_void,
-                    upto - from,
-                    libc::MADV_DONTNEED,
-                )
-            };
-            if rc == 0 {
-                self.released.fetch_max(upto, Ordering::AcqRel);
-            }
-        }
+        release_pages(&self.map, &self.released, committed / PAGE * PAGE);
         Ok(())
     }
 }
@@ -118,25 +101,8 @@ impl SegmentWriter {
     /// by everything it wrote meanwhile.
     fn release_behind(&mut self) {
         const STEP: usize = 8 << 20;
-        let from = self.released.load(Ordering::Acquire);
-        let upto = self.pos / PAGE * PAGE;
-        if upto < from + STEP {
-            return;
-        }
-        // SAFETY: [from, upto) is inside the mapping and entirely below `pos`: this writer
-        // never writes there again and no Rust reference into it exists. On a shared file
-        // mapping MADV_DONTNEED only removes our page-table entries; a dirty page keeps its
-        // data and dirty state in the page cache (the kernel marks it dirty as it unmaps),
-        // and the next msync(MS_SYNC) writes back the whole file range, mapped or not.
-        let rc = unsafe {
-            libc::madvise(
-                self.map.as_mut_ptr().add(from) as *mut libc::c_void,
-                upto - from,
-                libc::MADV_DONTNEED,
-            )
-        };
-        if rc == 0 {
-            self.released.fetch_max(upto, Ordering::AcqRel);
+        if self.pos / PAGE * PAGE >= self.released.load(Ordering::Acquire) + STEP {
+            release_pages(&self.map, &self.released, self.pos / PAGE * PAGE);
         }
     }
 
@@ -172,6 +138,30 @@ impl SegmentWriter {
     pub fn seal(self) -> Result<Arc<File>> {
         self.map.flush().at(&self.path)?;
         Ok(self.file)
+    }
+}
+
+/// Drop the map's pages below `upto` (page-aligned, at or below what the writer has
+/// written) from this process's resident set, starting where the last release stopped.
+fn release_pages(map: &MmapRaw, released: &AtomicUsize, upto: usize) {
+    let from = released.load(Ordering::Acquire);
+    if upto <= from {
+        return;
+    }
+    // SAFETY: [from, upto) is inside the mapping and entirely below the write position:
+    // the writer never writes there again and no Rust reference into it exists. On a
+    // shared file mapping MADV_DONTNEED only removes our page-table entries; a dirty page
+    // keeps its data and dirty state in the page cache (the kernel marks it dirty as it
+    // unmaps), and msync(MS_SYNC) writes back the whole file range, mapped or not.
+    let rc = unsafe {
+        libc::madvise(
+            map.as_mut_ptr().add(from) as *mut libc::c_void,
+            upto - from,
+            libc::MADV_DONTNEED,
+        )
+    };
+    if rc == 0 {
+        released.fetch_max(upto, Ordering::AcqRel);
     }
 }
 

@@ -870,14 +870,8 @@ impl Channel {
             c.hint = hint;
             if !c.ahead.is_empty() {
                 // Relocated copies of messages already handed out are not new.
-                let mut i = before;
-                while i < out.len() {
-                    if c.ahead.contains(&out[i].seq) {
-                        out.remove(i);
-                    } else {
-                        i += 1;
-                    }
-                }
+                let read = out.split_off(before);
+                out.extend(read.into_iter().filter(|m| !c.ahead.contains(&m.seq)));
                 c.ahead = c.ahead.split_off(&next);
             }
             for m in &out[before..] {

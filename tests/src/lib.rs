@@ -614,3 +614,21 @@ pub fn start_daemon(name: &str, args: &[String], log: &Path) -> Result<Daemon> {
         log: log.to_path_buf(),
     })
 }
+
+/// Run a workspace binary to completion (killed after `timeout`), require exit status 0,
+/// and return what it printed on stdout.
+pub fn run_tool(name: &str, args: &[&str], timeout: Duration) -> String {
+    let child = Command::new(bin(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let out = wait_output(child, timeout).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert!(
+        out.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -56,31 +56,28 @@ fn recording_consumer(topic: &str, channel: &str, config: Config, seen: &Seen) -
     .expect("consumer")
 }
 
+/// Run tests/python/pynsq_check.py in `mode` ("publish" or "consume" p-0 .. p-(n-1)) on
+/// `topic` against `nsqd`, and require it to succeed.
+fn pynsq(nsqd: &Nsqd, mode: &str, topic: &str, n: usize) {
+    let args: Vec<String> = [mode, "--tcp", &nsqd.tcp_arg(), "--count", &n.to_string()]
+        .into_iter()
+        .chain(["--topic", topic, "--timeout", "40"])
+        .map(String::from)
+        .collect();
+    let out = run_python("pynsq_check.py", &args, Duration::from_secs(60)).unwrap();
+    assert!(
+        out.status.success(),
+        "pynsq {mode}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn client_consumes_what_pynsq_publishes() {
     let nsqd = Nsqd::start(&[]).unwrap();
     let n = 2000;
-    let out = run_python(
-        "pynsq_check.py",
-        &[
-            "publish".into(),
-            "--tcp".into(),
-            nsqd.tcp_arg(),
-            "--count".into(),
-            n.to_string(),
-            "--topic".into(),
-            "from_py".into(),
-            "--timeout".into(),
-            "40".into(),
-        ],
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "pynsq publish: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    pynsq(&nsqd, "publish", "from_py", n);
     rt().block_on(async {
         let seen = Seen::default();
         let config = Config {
@@ -138,28 +135,7 @@ fn pynsq_consumes_what_client_publishes() {
         assert_eq!(e.server_code(), Some("E_BAD_MESSAGE"), "{e}");
         p.stop().await;
     });
-    let out = run_python(
-        "pynsq_check.py",
-        &[
-            "consume".into(),
-            "--tcp".into(),
-            nsqd.tcp_arg(),
-            "--count".into(),
-            n.to_string(),
-            "--topic".into(),
-            "from_rs".into(),
-            "--timeout".into(),
-            "40".into(),
-        ],
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "pynsq consume: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pynsq(&nsqd, "consume", "from_rs", n);
 }
 
 #[test]

@@ -209,19 +209,31 @@ fn segment_count(data: &std::path::Path, topic: &str) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn stragglers_stop_pinning_segments_and_survive_restart() {
-    // Small segments; a few messages stay in flight (long timeout) while the rest is done.
+/// nsqd with 4 KiB segments, everything on disk and a long message timeout, and `n`
+/// messages `<topic>0..` published to `topic` with channel `c`.
+fn small_segments_with(topic: &str, n: usize) -> (Nsqd, Vec<String>) {
     let nsqd = Nsqd::start(&[
         "--mem-queue-size=0",
         "--max-bytes-per-file=4096",
         "--msg-timeout=10m",
     ])
     .unwrap();
-    http_post(nsqd.http, "/topic/create?topic=s", b"").unwrap();
-    http_post(nsqd.http, "/channel/create?topic=s&channel=c", b"").unwrap();
-    let bodies: Vec<String> = (0..1500).map(|i| format!("s{i}")).collect();
-    publish(&nsqd, "s", &bodies);
+    http_post(nsqd.http, &format!("/topic/create?topic={topic}"), b"").unwrap();
+    http_post(
+        nsqd.http,
+        &format!("/channel/create?topic={topic}&channel=c"),
+        b"",
+    )
+    .unwrap();
+    let bodies: Vec<String> = (0..n).map(|i| format!("{topic}{i}")).collect();
+    publish(&nsqd, topic, &bodies);
+    (nsqd, bodies)
+}
+
+#[test]
+fn stragglers_stop_pinning_segments_and_survive_restart() {
+    // A few messages stay in flight (long timeout) while the rest is finished.
+    let (nsqd, _) = small_segments_with("s", 1500);
     let before = segment_count(&nsqd.data, "s");
     assert!(before > 10, "{before} segments");
     let mut c = subscribe(&nsqd, "s", "c", 1500);
@@ -277,16 +289,7 @@ fn stragglers_stop_pinning_segments_and_survive_restart() {
 
 #[test]
 fn relocated_stragglers_survive_kill_9() {
-    let nsqd = Nsqd::start(&[
-        "--mem-queue-size=0",
-        "--max-bytes-per-file=4096",
-        "--msg-timeout=10m",
-    ])
-    .unwrap();
-    http_post(nsqd.http, "/topic/create?topic=k", b"").unwrap();
-    http_post(nsqd.http, "/channel/create?topic=k&channel=c", b"").unwrap();
-    let bodies: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
-    publish(&nsqd, "k", &bodies);
+    let (nsqd, bodies) = small_segments_with("k", 1000);
     let mut c = subscribe(&nsqd, "k", "c", 1000);
     for (id, body, _) in receive(&mut c, 1000) {
         if body != "k3" && body != "k4" {

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nsq_blackbox_tests::{bin, http_post, wait_output, Nsqd, RawConn};
+use nsq_blackbox_tests::{bin, http_post, run_tool, wait_output, Nsqd, RawConn};
 
 #[test]
 fn nsq_tail_prints_n_messages() {
@@ -18,25 +18,17 @@ fn nsq_tail_prints_n_messages() {
         .unwrap();
         assert_eq!(st, 200);
     }
-    let child = Command::new(bin("nsq_tail"))
-        .args([
+    let text = run_tool(
+        "nsq_tail",
+        &[
             "--topic=tailed",
             &format!("--nsqd-tcp-address={}", nsqd.tcp),
             "-n",
             "5",
             "--print-topic",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_output(child, Duration::from_secs(20)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        Duration::from_secs(20),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines,
@@ -175,21 +167,11 @@ fn number_before(text: &str, needle: &str) -> u64 {
 #[test]
 fn nsq_bench_writer_then_reader_count_the_same_messages() {
     let nsqd = Nsqd::start(&[]).unwrap();
+    let addr = format!("--nsqd-tcp-address={}", nsqd.tcp);
     let run = |args: &[&str]| {
-        let child = Command::new(bin("nsq_bench"))
-            .args(args)
-            .arg(format!("--nsqd-tcp-address={}", nsqd.tcp))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = wait_output(child, Duration::from_secs(60)).unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut args = args.to_vec();
+        args.push(&addr);
+        run_tool("nsq_bench", &args, Duration::from_secs(60))
     };
     let w = run(&[
         "writer",

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nsq_blackbox_tests::{bin, http_post, start_daemon, wait_output, wait_until, Daemon, Nsqd};
+use nsq_blackbox_tests::{
+    bin, http_post, run_tool, start_daemon, wait_output, wait_until, Daemon, Nsqd,
+};
 
 /// Publish `bodies` with /mpub in batches.
 fn publish(nsqd: &Nsqd, topic: &str, bodies: &[String]) {
@@ -237,24 +239,16 @@ fn to_nsq_and_nsq_tail_round_trip() {
         t0.elapsed()
     );
 
-    let child = Command::new(bin("nsq_tail"))
-        .args([
+    let text = run_tool(
+        "nsq_tail",
+        &[
             "--topic=piped",
             &format!("--nsqd-tcp-address={}", nsqd.tcp),
             "-n",
             &(n + 50).to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_output(child, Duration::from_secs(30)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        Duration::from_secs(30),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let got: HashSet<&str> = text.lines().collect();
     let mut want: HashSet<String> = (0..n).map(|i| format!("line {i}")).collect();
     want.extend((0..50).map(|i| format!("r{i}")));
@@ -299,24 +293,16 @@ fn nsq_to_nsq_copies_and_filters_json() {
         d.log_text()
     );
     assert_eq!(d.terminate(Duration::from_secs(20)).unwrap(), Some(0));
-    let child = Command::new(bin("nsq_tail"))
-        .args([
+    let text = run_tool(
+        "nsq_tail",
+        &[
             "--topic=dst",
             &format!("--nsqd-tcp-address={}", dst.tcp),
             "-n",
             "1000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_output(child, Duration::from_secs(30)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        Duration::from_secs(30),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let got: HashSet<&str> = text.lines().collect();
     let want: HashSet<String> = (0..2000)
         .step_by(2)
@@ -494,25 +480,17 @@ fn nsq_stat_reports_channel_figures() {
     }
     let bodies: Vec<String> = (0..123).map(|i| format!("s{i}")).collect();
     publish(&nsqd, "st", &bodies);
-    let child = Command::new(bin("nsq_stat"))
-        .args([
+    let text = run_tool(
+        "nsq_stat",
+        &[
             "--topic=st",
             "--channel=c",
             &format!("--nsqd-http-address={}", nsqd.http),
             "--interval=100ms",
             "--count=2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_output(child, Duration::from_secs(20)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        Duration::from_secs(20),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<Vec<&str>> = text
         .lines()
         .filter(|l| l.contains('|') && !l.contains("total") && !l.contains("depth"))

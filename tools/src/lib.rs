@@ -162,6 +162,15 @@ pub fn init_logging(level: &str) {
         .try_init();
 }
 
+/// End the process the way every tool does: on an error, print it prefixed with the
+/// tool's name and exit with status 1.
+pub fn exit_on_error(tool: &str, r: Result<()>) {
+    if let Err(e) = r {
+        eprintln!("{tool}: {e:#}");
+        std::process::exit(1);
+    }
+}
+
 /// Resolves on the first SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

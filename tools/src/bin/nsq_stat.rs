@@ -97,16 +97,11 @@ async fn nsqd_addresses(http: &reqwest::Client, args: &Args) -> Vec<String> {
                 continue;
             }
         };
-        let producers = v
-            .get("producers")
-            .or_else(|| v.get("data").and_then(|d| d.get("producers")));
-        for p in producers.and_then(|p| p.as_array()).into_iter().flatten() {
-            if let (Some(h), Some(port)) =
-                (p["broadcast_address"].as_str(), p["http_port"].as_u64())
-            {
-                out.push(format!("http://{h}:{port}"));
-            }
-        }
+        out.extend(
+            client::lookup::producer_addresses(&v, "http_port")
+                .into_iter()
+                .map(|a| format!("http://{a}")),
+        );
     }
     out.sort();
     out.dedup();
@@ -151,10 +146,7 @@ async fn poll(http: &reqwest::Client, args: &Args) -> Totals {
 #[tokio::main]
 async fn main() {
     let args: Args = parse_args();
-    if let Err(e) = run(args).await {
-        eprintln!("nsq_stat: {e:#}");
-        std::process::exit(1);
-    }
+    nsq_tools::exit_on_error("nsq_stat", run(args).await);
 }
 
 async fn run(args: Args) -> Result<()> {

@@ -41,10 +41,7 @@ struct Args {
 async fn main() {
     let args: Args = parse_args();
     init_logging(&args.log_level);
-    if let Err(e) = run(args).await {
-        eprintln!("nsq_tail: {e:#}");
-        std::process::exit(1);
-    }
+    nsq_tools::exit_on_error("nsq_tail", run(args).await);
 }
 
 async fn run(args: Args) -> Result<()> {

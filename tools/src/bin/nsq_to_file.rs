@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -556,13 +556,10 @@ fn start_topic(args: &Args, s: &Arc<Settings>, topic: &str) -> Result<Running> {
         .spawn(move || writer.run(rx))?;
     let mut config = args.source.config()?;
     config.concurrency = config.max_in_flight as usize;
-    let htx = Mutex::new(tx.clone());
+    let htx = tx.clone();
     let consumer = Consumer::new(topic, &args.channel, config, move |m| {
         let (done, wait) = oneshot::channel();
-        let sent = htx
-            .lock()
-            .map(|t| t.send(Cmd::Write(m.body.clone(), done)).is_ok())
-            .unwrap_or(false);
+        let sent = htx.send(Cmd::Write(m.body.clone(), done)).is_ok();
         async move {
             if !sent {
                 return Outcome::RequeueNoBackoff(Duration::ZERO);
@@ -610,10 +607,7 @@ async fn lookupd_topics(http: &reqwest::Client, lookupd: &[String]) -> Vec<Strin
 async fn main() {
     let args: Args = parse_args();
     init_logging(&args.log_level);
-    if let Err(e) = run(args).await {
-        eprintln!("nsq_to_file: {e:#}");
-        std::process::exit(1);
-    }
+    nsq_tools::exit_on_error("nsq_to_file", run(args).await);
 }
 
 async fn run(args: Args) -> Result<()> {

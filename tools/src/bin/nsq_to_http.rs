@@ -158,10 +158,7 @@ fn url_escape(b: &[u8]) -> String {
 async fn main() {
     let args: Args = parse_args();
     init_logging(&args.log_level);
-    if let Err(e) = run(args).await {
-        eprintln!("nsq_to_http: {e:#}");
-        std::process::exit(1);
-    }
+    nsq_tools::exit_on_error("nsq_to_http", run(args).await);
 }
 
 async fn run(args: Args) -> Result<()> {

@@ -134,10 +134,7 @@ impl Destinations {
 async fn main() {
     let args: Args = parse_args();
     init_logging(&args.log_level);
-    if let Err(e) = run(args).await {
-        eprintln!("nsq_to_nsq: {e:#}");
-        std::process::exit(1);
-    }
+    nsq_tools::exit_on_error("nsq_to_nsq", run(args).await);
 }
 
 async fn run(args: Args) -> Result<()> {
