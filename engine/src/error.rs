@@ -22,6 +22,24 @@ pub enum Error {
     Closed,
     #[error("topic {0} was deleted")]
     Deleted(String),
+    #[error("topic {topic} holds {bytes} bytes on disk, its limit is {limit} (--max-bytes-per-topic); publish again once consumers catch up")]
+    TopicFull { topic: String, bytes: u64, limit: u64 },
+}
+
+impl Error {
+    /// An error of the storage itself (disk full, I/O error, metadata store), as opposed
+    /// to a refused or raced request. These make the node unhealthy until they clear.
+    pub fn is_storage_fault(&self) -> bool {
+        matches!(self, Error::Io { .. } | Error::Meta(_) | Error::Encoding(_))
+    }
+
+    /// A full disk or quota.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => crate::fs::is_no_space(source),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

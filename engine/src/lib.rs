@@ -5,12 +5,17 @@
 //! See docs/ARCHITECTURE.md for how the server uses it and docs/FORMAT.md for the bytes
 //! on disk.
 
+#![deny(unsafe_code)]
+
 mod error;
+#[allow(unsafe_code)]
+mod fs;
 pub mod log;
 pub mod meta;
+mod meta_recovery;
 pub mod reader;
 pub mod record;
-pub mod segment;
+mod segment;
 mod topic;
 
 use std::collections::HashMap;
@@ -30,6 +35,7 @@ pub use topic::{
 };
 
 use error::IoContext;
+use fs::Io;
 use meta::Meta;
 
 /// Names as NSQ allows them (validated again here so nothing unchecked reaches a path).
@@ -72,6 +78,7 @@ struct Inner {
     signal: Arc<SyncSignal>,
     thread: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
+    io: Io,
 }
 
 /// A data directory: topic logs under `topics/`, metadata under `meta/`.
@@ -81,9 +88,38 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Open a data directory, which must exist. A metadata store that is missing, damaged
+    /// or cannot be opened for lack of space is rebuilt from the topic directories and the
+    /// cursor snapshots beside them (see [`meta_recovery`]).
     pub fn open(data_path: &Path, opts: EngineOptions) -> Result<Engine> {
-        std::fs::create_dir_all(data_path.join("topics")).at(data_path)?;
-        let meta = Arc::new(Meta::open(&data_path.join("meta"))?);
+        Engine::open_with(data_path, opts, Io::default())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn open_with_faults(
+        data_path: &Path,
+        opts: EngineOptions,
+        plan: std::sync::Arc<fs::FaultPlan>,
+    ) -> Result<Engine> {
+        Engine::open_with(data_path, opts, Io::with_faults(plan))
+    }
+
+    fn open_with(data_path: &Path, opts: EngineOptions, io: Io) -> Result<Engine> {
+        if !data_path.is_dir() {
+            return Err(Error::Io {
+                path: data_path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "data path does not exist or is not a directory",
+                ),
+            });
+        }
+        let topics_dir = data_path.join("topics");
+        if !topics_dir.is_dir() {
+            std::fs::create_dir(&topics_dir).at(&topics_dir)?;
+        }
+        remove_deleted_leftovers(&topics_dir);
+        let meta = Arc::new(meta_recovery::open(data_path)?);
         let signal = Arc::new(SyncSignal {
             pending: Mutex::new(false),
             cv: Condvar::new(),
@@ -96,6 +132,7 @@ impl Engine {
             signal,
             thread: Mutex::new(None),
             closed: AtomicBool::new(false),
+            io,
         });
         let weak = Arc::downgrade(&inner);
         let handle = std::thread::Builder::new()
@@ -110,8 +147,19 @@ impl Engine {
     }
 
     /// Durable topics known to the registry.
-    pub fn topic_names(&self) -> Vec<String> {
-        self.inner.meta.topic_names().unwrap_or_default()
+    pub fn topic_names(&self) -> Result<Vec<String>> {
+        self.inner.meta.topic_names()
+    }
+
+    /// Storage errors topics are in now, as (topic, error). Empty when healthy.
+    pub fn faults(&self) -> Vec<(String, String)> {
+        let topics: Vec<Arc<Topic>> = self.inner.topics.lock().values().cloned().collect();
+        let mut v: Vec<(String, String)> = topics
+            .iter()
+            .filter_map(|t| t.core.fault().map(|f| (t.name().to_string(), f)))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Get or create (and on first use open and recover) a topic.
@@ -134,6 +182,7 @@ impl Engine {
             self.inner.opts.clone(),
             meta,
             self.inner.signal.clone(),
+            &self.inner.io,
         )?);
         topics.insert(name.to_string(), t.clone());
         Ok(t)
@@ -143,29 +192,46 @@ impl Engine {
         self.inner.topics.lock().get(name).cloned()
     }
 
-    /// Remove a topic with its channels, metadata and files.
+    /// Remove a topic with its channels, metadata and files. The directory is renamed
+    /// aside while the registry lock is held (so a topic of the same name created right
+    /// after starts from an empty directory) and removed after.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
-        let t = self.inner.topics.lock().remove(name);
-        if let Some(t) = &t {
-            t.mark_deleted();
-            // Fail anyone waiting for an fsync that will not happen now.
-            let waiters = std::mem::take(&mut t.core.state.lock().waiters);
-            for w in waiters {
-                w(Err(Error::Deleted(name.to_string())));
+        let aside = {
+            let mut topics = self.inner.topics.lock();
+            let t = topics.remove(name);
+            if let Some(t) = &t {
+                t.mark_deleted();
+                // Fail anyone waiting for an fsync that will not happen now.
+                let waiters = std::mem::take(&mut t.core.state.lock().waiters);
+                for w in waiters {
+                    w(Err(Error::Deleted(name.to_string())));
+                }
             }
-        }
-        if !name.ends_with("#ephemeral") {
-            self.inner.meta.remove_topic(name)?;
+            if name.ends_with("#ephemeral") {
+                return Ok(());
+            }
             let dir = self
                 .inner
                 .dir
                 .join("topics")
                 .join(topic::topic_dir_name(name));
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).at(&dir)?;
+            if !dir.exists() {
+                return self.inner.meta.remove_topic(name);
             }
-        }
-        Ok(())
+            static DELETED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = DELETED.fetch_add(1, Ordering::Relaxed);
+            let aside = self
+                .inner
+                .dir
+                .join("topics")
+                .join(format!(".deleted-{}-{n}", std::process::id()));
+            // Directory first: a crash after it leaves a registry entry (an empty topic),
+            // never a resurrected one.
+            std::fs::rename(&dir, &aside).at(&dir)?;
+            self.inner.meta.remove_topic(name)?;
+            aside
+        };
+        std::fs::remove_dir_all(&aside).at(&aside)
     }
 
     /// Flush logs and cursors, fsync, stop the sync thread. Idempotent.
@@ -199,6 +265,20 @@ impl Drop for Inner {
     }
 }
 
+/// Directories a topic delete renamed aside but did not finish removing (a crash).
+fn remove_deleted_leftovers(topics_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(topics_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".deleted-") {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(path = %e.path().display(), error = %err, "removing a deleted topic's directory");
+            }
+        }
+    }
+}
+
 fn sync_loop(weak: Weak<Inner>) {
     let mut last_gc = Instant::now();
     loop {
@@ -229,7 +309,8 @@ fn sync_loop(weak: Weak<Inner>) {
 }
 
 /// One pass: fsync topics that are due (or have waiters), then persist dirty cursors and
-/// topic watermarks. With `all`, everything is synced and persisted (shutdown).
+/// topic watermarks. With `all`, everything is synced and persisted (shutdown). The disk
+/// work runs without the topic lock: only taking the work and the waiters holds it.
 fn sync_round(inner: &Inner, all: bool) -> Result<()> {
     let topics: Vec<Arc<Topic>> = inner.topics.lock().values().cloned().collect();
     let mut first_err = None;
@@ -238,41 +319,55 @@ fn sync_round(inner: &Inner, all: bool) -> Result<()> {
         if t.is_ephemeral() {
             continue;
         }
-        let (handle, waiters, due) = {
+        let (work, waiters) = {
             let mut st = t.core.state.lock();
+            let pending = t.core.pending_changes(&st);
             let due = all
                 || !st.waiters.is_empty()
-                || t.core.pending_changes(&st) >= inner.opts.sync_every
-                || (t.core.pending_changes(&st) > 0
-                    && st.last_sync.elapsed() >= inner.opts.sync_timeout);
+                || pending >= inner.opts.sync_every
+                || (pending > 0 && st.last_sync.elapsed() >= inner.opts.sync_timeout);
             if !due {
-                (None, Vec::new(), false)
-            } else {
-                st.unsynced = 0;
-                t.core.dirty_cursors.store(0, Ordering::Release);
-                st.last_sync = Instant::now();
-                let waiters = std::mem::take(&mut st.waiters);
-                (st.log.as_ref().and_then(|l| l.sync_handle()), waiters, true)
+                continue;
             }
+            st.unsynced = 0;
+            t.core.dirty_cursors.store(0, Ordering::Release);
+            st.last_sync = Instant::now();
+            let waiters = std::mem::take(&mut st.waiters);
+            (st.log.as_mut().map(|l| l.take_sync_work()), waiters)
         };
-        if !due {
-            continue;
-        }
-        let r = match handle {
-            Some(h) => h.sync(),
+        let r = match &work {
+            Some(w) => w.run(&inner.io),
             None => Ok(()),
         };
-        if let Err(e) = &r {
-            tracing::error!(topic = %t.name(), error = %e, "fsync failed");
+        match &r {
+            Ok(()) => {}
+            Err(e) => {
+                // fsyncgate: the kernel may have dropped the data this sync was for, and
+                // a later sync would not say so. The waiters fail, the segment is
+                // poisoned (the next append starts a fresh one) and the topic is unhealthy
+                // until a sync of new data succeeds.
+                tracing::error!(topic = %t.name(), error = %e, "fsync failed");
+                t.core.set_sync_fault(e);
+            }
         }
+        let failed = r.as_ref().err().map(|e| e.to_string());
         for w in waiters {
-            w(match &r {
-                Ok(()) => Ok(()),
-                Err(e) => Err(Error::Io {
+            w(match &failed {
+                None => Ok(()),
+                Some(e) => Err(Error::Io {
                     path: t.core.dir.clone(),
-                    source: std::io::Error::other(e.to_string()),
+                    source: std::io::Error::other(e.clone()),
                 }),
             });
+        }
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+            // Cursors stay as last persisted: they must not point past records that
+            // may not be on disk.
+            continue;
+        }
+        if work.is_some_and(|w| !w.segments.is_empty()) {
+            t.core.clear_sync_fault();
         }
         // Cursors and the watermark after the log: a persisted read position never
         // points past records that are not yet on disk... except memory-only ones,
@@ -281,9 +376,6 @@ fn sync_round(inner: &Inner, all: bool) -> Result<()> {
             first_err.get_or_insert(e);
         }
         meta_dirty = true;
-        if let Err(e) = r {
-            first_err.get_or_insert(e);
-        }
     }
     if meta_dirty {
         if let Err(e) = inner.meta.flush() {
@@ -306,21 +398,24 @@ fn gc_round(inner: &Inner) {
         if t.is_ephemeral() {
             continue;
         }
+        if t.core.fault().is_some() {
+            t.core.probe();
+        }
         match t.relocate_stragglers(RELOCATE_MAX) {
             Ok(0) => {}
             Ok(n) => {
                 tracing::debug!(topic = %t.name(), moved = n, "stragglers relocated");
                 // The copies and the cursors that point at them reach stable storage before
                 // any segment holding the originals can go.
-                let handle = t
+                let work = t
                     .core
                     .state
                     .lock()
                     .log
-                    .as_ref()
-                    .and_then(|l| l.sync_handle());
-                let r = handle
-                    .map_or(Ok(()), |h| h.sync())
+                    .as_mut()
+                    .map(|l| l.take_sync_work());
+                let r = work
+                    .map_or(Ok(()), |w| w.run(&inner.io))
                     .and_then(|_| t.persist_channels(false))
                     .and_then(|_| inner.meta.flush());
                 if let Err(e) = r {
@@ -334,11 +429,19 @@ fn gc_round(inner: &Inner) {
             }
         }
         let floor = t.gc_floor();
-        let mut st = t.core.state.lock();
-        if let Some(log) = st.log.as_mut() {
-            match log.gc(floor) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(topic = %t.name(), segments = n, "segments removed"),
+        // Detach under the lock, unlink without it.
+        let gone = {
+            let mut st = t.core.state.lock();
+            st.log
+                .as_mut()
+                .map(|log| (log.dir().to_path_buf(), log.detach_below(floor)))
+        };
+        if let Some((dir, paths)) = gone {
+            match log::remove_segments(&inner.io, &dir, &paths) {
+                Ok(()) if paths.is_empty() => {}
+                Ok(()) => {
+                    tracing::debug!(topic = %t.name(), segments = paths.len(), "segments removed")
+                }
                 Err(e) => tracing::warn!(topic = %t.name(), error = %e, "segment GC failed"),
             }
         }

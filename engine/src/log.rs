@@ -1,22 +1,23 @@
 //! A topic's log: an ordered set of segment files named by the first sequence they hold.
-//! The last one is written through a memory map ([`SegmentWriter`]); every segment is read
-//! with `pread` through [`SegmentScanner`], which stops at the committed length.
+//! The last one is appended to through a [`SegmentWriter`] (`pwrite`); every segment is
+//! read with `pread` through [`SegmentScanner`], which stops at the committed length.
 //!
 //! Recovery on open scans every segment: it rebuilds the sparse index (one entry per
 //! [`INDEX_EVERY`] records, so reaching a sequence costs at most that many decodes after a
-//! binary search), skips records whose CRC is wrong, and cuts the last segment at the first
-//! record that is torn or corrupt.
+//! binary search). A corrupt record anywhere is skipped: the scanner resynchronises on the
+//! next record whose length, sequence and CRC check out, so one bad byte costs one record,
+//! not the rest of the segment. Only a torn tail with nothing valid after it is cut.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fs::Io;
 use crate::record::{self, Decoded, RecordHeader, HEADER_LEN};
-use crate::segment::{sync_dir, SegmentWriter, SyncHandle};
+use crate::segment::{SegmentWriter, SyncHandle};
 
 pub const INDEX_EVERY: u64 = 64;
 const READ_CHUNK: usize = 256 * 1024;
@@ -41,7 +42,7 @@ pub enum ScanItem {
         record: StoredRecord,
     },
     /// A bad record. With `skip = Some(n)` the next record starts `n` bytes later; with
-    /// `None` nothing after `offset` can be trusted.
+    /// `None` its length cannot be trusted (use [`SegmentScanner::resync`]).
     Corrupt {
         offset: u64,
         skip: Option<u64>,
@@ -56,6 +57,7 @@ pub enum ScanItem {
 pub struct SegmentScanner<'a> {
     file: &'a File,
     path: &'a Path,
+    io: Io,
     /// Bytes of the file that may hold records.
     limit: u64,
     pub offset: u64,
@@ -68,11 +70,17 @@ impl<'a> SegmentScanner<'a> {
         SegmentScanner {
             file,
             path,
+            io: Io::default(),
             limit,
             offset,
             chunk: Bytes::new(),
             chunk_start: 0,
         }
+    }
+
+    pub(crate) fn with_io(mut self, io: &Io) -> Self {
+        self.io = io.clone();
+        self
     }
 
     /// Make `[offset, offset + need)` (bounded by the limit) available in the chunk.
@@ -88,8 +96,8 @@ impl<'a> SegmentScanner<'a> {
         let mut done = 0;
         while done < len {
             let n = self
-                .file
-                .read_at(&mut buf[done..], self.offset + done as u64)
+                .io
+                .read_at(self.file, &mut buf[done..], self.offset + done as u64)
                 .at(self.path)?;
             if n == 0 {
                 break;
@@ -161,6 +169,49 @@ impl<'a> SegmentScanner<'a> {
             }
         }
     }
+
+    /// After a record at `bad` whose length cannot be trusted: find the next offset after
+    /// it where a whole record with a sequence in `seqs` and a correct CRC starts, and
+    /// continue from there. `None` (scanner at the limit) when nothing valid follows.
+    pub fn resync(&mut self, bad: u64, seqs: std::ops::Range<u64>) -> Result<Option<u64>> {
+        let mut at = bad + 1;
+        while at + HEADER_LEN as u64 <= self.limit {
+            self.offset = at;
+            self.ensure(HEADER_LEN)?;
+            let rel = (at - self.chunk_start) as usize;
+            let window = &self.chunk[rel..];
+            // Runs of zeros (a preallocated or never-written area) cannot start a record
+            // whose length's low bytes are not all zero: jump to three bytes before the
+            // next non-zero byte.
+            if window.len() >= 4 && window[..4] == [0, 0, 0, 0] {
+                match window.iter().position(|&b| b != 0) {
+                    Some(p) => at += (p as u64).saturating_sub(3).max(1),
+                    None => at += (window.len() as u64).saturating_sub(3).max(1),
+                }
+                continue;
+            }
+            if window.len() >= 16 {
+                let mut s = [0u8; 8];
+                s.copy_from_slice(&window[8..16]);
+                let seq = u64::from_le_bytes(s);
+                if seqs.contains(&seq) {
+                    let max_total = (self.limit - at) as usize;
+                    if let Decoded::Incomplete { total } = record::decode(window, max_total) {
+                        self.ensure(total)?;
+                    }
+                    let rel = (at - self.chunk_start) as usize;
+                    if let Decoded::Record { .. } = record::decode(&self.chunk[rel..], max_total)
+                    {
+                        self.offset = at;
+                        return Ok(Some(at));
+                    }
+                }
+            }
+            at += 1;
+        }
+        self.offset = self.limit;
+        Ok(None)
+    }
 }
 
 /// What recovery found and did.
@@ -168,8 +219,11 @@ impl<'a> SegmentScanner<'a> {
 pub struct RecoveryReport {
     pub segments: usize,
     pub records: u64,
-    /// Records skipped because their CRC was wrong.
+    /// Corrupt places skipped (a bad CRC, or a damaged stretch recovery resynchronised
+    /// after); every valid record after them is kept.
     pub corrupt_records: u64,
+    /// Bytes in those damaged places.
+    pub skipped_bytes: u64,
     /// Bytes cut from the end of the last segment (torn or corrupt tail).
     pub truncated_bytes: u64,
 }
@@ -213,27 +267,71 @@ pub struct ReadHint {
     pub offset: u64,
 }
 
+/// Disk work the sync thread does for a log without holding the topic lock.
+#[derive(Default)]
+pub(crate) struct SyncWork {
+    /// The log's directory gained or lost a file since the last round.
+    pub(crate) dir: Option<PathBuf>,
+    /// Segments sealed since the last round, then the writable one.
+    pub(crate) segments: Vec<SyncHandle>,
+}
+
+impl SyncWork {
+    pub(crate) fn run(&self, io: &Io) -> Result<()> {
+        if let Some(dir) = &self.dir {
+            io.sync_dir(dir).at(dir)?;
+        }
+        let mut first_err = None;
+        for h in &self.segments {
+            if let Err(e) = h.sync() {
+                tracing::error!(segment = %h.path().display(), error = %e, "segment sync failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// List the segment files of a log directory as (first sequence, path), ascending. Files
+/// that are not segments are ignored.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut names: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(first) = name
+            .strip_suffix(SEGMENT_SUFFIX)
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            names.push((first, entry.path()));
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 pub struct Log {
     dir: PathBuf,
-    max_bytes: usize,
+    max_bytes: u64,
     segments: Vec<SegmentInfo>,
     writer: Option<SegmentWriter>,
+    io: Io,
+    /// Sealed segments not yet handed to the sync thread.
+    sealed: Vec<SyncHandle>,
+    /// A segment file was created or removed since the last sync round.
+    dir_dirty: bool,
+    /// Reused buffer a batch is encoded into before its one write.
+    encode_buf: Vec<u8>,
 }
 
 impl Log {
     pub fn open(dir: &Path, max_bytes: usize) -> Result<(Log, RecoveryReport)> {
+        Log::open_with(&Io::default(), dir, max_bytes)
+    }
+
+    pub(crate) fn open_with(io: &Io, dir: &Path, max_bytes: usize) -> Result<(Log, RecoveryReport)> {
         std::fs::create_dir_all(dir).at(dir)?;
-        let mut names: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in std::fs::read_dir(dir).at(dir)? {
-            let entry = entry.at(dir)?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
-                if let Ok(first) = stem.parse::<u64>() {
-                    names.push((first, entry.path()));
-                }
-            }
-        }
-        names.sort();
+        let names = list_segments(dir)?;
         let mut report = RecoveryReport {
             segments: names.len(),
             ..Default::default()
@@ -241,81 +339,18 @@ impl Log {
         let mut segments = Vec::with_capacity(names.len());
         let count = names.len();
         let mut last_seq: Option<u64> = None;
-        for (i, (first, path)) in names.into_iter().enumerate() {
+        for (i, (first, path)) in names.iter().enumerate() {
             let is_last = i + 1 == count;
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .at(&path)?;
-            let file_len = file.metadata().at(&path)?.len();
-            let mut info = SegmentInfo {
-                first_seq: first,
-                path: path.clone(),
-                file: Arc::new(file),
-                len: 0,
-                end_seq: first,
-                records: 0,
-                index: Vec::new(),
-            };
-            let mut cut_at = None;
-            {
-                let file = info.file.clone();
-                let mut sc = SegmentScanner::new(&file, &path, file_len, 0);
-                loop {
-                    match sc.next_item()? {
-                        ScanItem::Record { offset, record } => {
-                            let seq = record.header.seq;
-                            if last_seq.is_some_and(|l| seq <= l) {
-                                // Out of order: treat as corruption from here on.
-                                tracing::warn!(segment = %path.display(), offset, seq, "sequence out of order");
-                                cut_at = Some(offset);
-                                break;
-                            }
-                            last_seq = Some(seq);
-                            let total = sc.offset - offset;
-                            info.note_record(seq, offset, total);
-                        }
-                        ScanItem::Corrupt {
-                            offset,
-                            skip: Some(n),
-                            reason,
-                        } if !is_last => {
-                            tracing::warn!(segment = %path.display(), offset, reason, "skipping corrupt record");
-                            report.corrupt_records += 1;
-                            info.len = offset + n;
-                        }
-                        ScanItem::Corrupt { offset, reason, .. } => {
-                            tracing::warn!(segment = %path.display(), offset, reason, "corrupt or torn record: cutting here");
-                            cut_at = Some(offset);
-                            break;
-                        }
-                        ScanItem::End { .. } => break,
-                    }
-                }
-            }
-            if let Some(at) = cut_at {
-                // Count the bytes we drop (up to the zero tail).
-                let mut nonzero_end = at;
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut off = at;
-                while off < file_len {
-                    let n = info.file.read_at(&mut buf, off).at(&path)?;
-                    if n == 0 {
-                        break;
-                    }
-                    if let Some(p) = buf[..n].iter().rposition(|&b| b != 0) {
-                        nonzero_end = off + p as u64 + 1;
-                    }
-                    off += n as u64;
-                }
-                report.truncated_bytes += nonzero_end - at;
-                // Zero everything from the cut on, so no stale bytes remain after it.
-                info.file.set_len(at).at(&path)?;
-                info.file.set_len(file_len).at(&path)?;
-                info.file.sync_all().at(&path)?;
-                info.len = at;
-            }
+            let next_first = names.get(i + 1).map_or(u64::MAX, |n| n.0);
+            let info = recover_segment(
+                io,
+                *first,
+                path,
+                next_first,
+                is_last,
+                &mut last_seq,
+                &mut report,
+            )?;
             report.records += info.records;
             segments.push(info);
         }
@@ -324,13 +359,16 @@ impl Log {
         }
         let mut log = Log {
             dir: dir.to_path_buf(),
-            max_bytes: max_bytes.max(HEADER_LEN + 1),
+            max_bytes: max_bytes.max(HEADER_LEN + 1) as u64,
             segments,
             writer: None,
+            io: io.clone(),
+            sealed: Vec::new(),
+            dir_dirty: false,
+            encode_buf: Vec::new(),
         };
         if let Some(last) = log.segments.last() {
-            let cap = (last.file.metadata().at(&last.path)?.len() as usize).max(log.max_bytes);
-            let w = SegmentWriter::open(&last.path, last.len as usize, cap)?;
+            let w = SegmentWriter::open(io, &last.path, last.len, log.max_bytes)?;
             log.writer = Some(w);
         }
         Ok((log, report))
@@ -363,48 +401,117 @@ impl Log {
         self.segments.iter().map(|s| s.len).sum()
     }
 
-    pub fn sync_handle(&self) -> Option<SyncHandle> {
-        self.writer.as_ref().map(|w| w.sync_handle())
+    /// Take what the sync thread must make durable: the directory (if files came or went)
+    /// and every segment written since the last round. Cheap; call under the topic lock,
+    /// then [`SyncWork::run`] without it.
+    pub(crate) fn take_sync_work(&mut self) -> SyncWork {
+        let mut segments = std::mem::take(&mut self.sealed);
+        if let Some(w) = &self.writer {
+            segments.push(w.sync_handle());
+        }
+        SyncWork {
+            dir: std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone()),
+            segments,
+        }
     }
 
-    /// Append records in order (their sequences must increase).
+    /// Append records in order (their sequences must increase). Records with a sequence
+    /// below [`Log::end_seq`] are already stored and skipped, so a batch that failed
+    /// part-way can be appended again. A batch that fits in one segment is written with one
+    /// `pwrite` and is stored whole or not at all; on an error the log holds a prefix of it.
     pub fn append<'b>(
         &mut self,
         records: impl IntoIterator<Item = (RecordHeader, &'b [u8])>,
     ) -> Result<()> {
+        let end = self.end_seq();
+        let mut buf = std::mem::take(&mut self.encode_buf);
+        buf.clear();
+        // (seq, offset in buf, length) of the records in `buf`.
+        let mut pending: Vec<(u64, u64, u64)> = Vec::new();
+        let mut result = Ok(());
         for (h, body) in records {
+            if h.seq < end && end > 0 {
+                continue;
+            }
             let need = record::encoded_len(body.len());
             if need > u32::MAX as usize {
-                return Err(Error::RecordTooLarge(need));
+                result = Err(Error::RecordTooLarge(need));
+                break;
             }
-            if self.writer.as_ref().is_none_or(|w| w.remaining() < need) {
-                self.roll(h.seq, need)?;
+            let room = self
+                .writer
+                .as_ref()
+                .filter(|w| !w.is_poisoned())
+                .map_or(0, |w| w.remaining().saturating_sub(buf.len() as u64));
+            if room < need as u64 {
+                if let Err(e) = self.flush_batch(&buf, &mut pending) {
+                    result = Err(e);
+                    break;
+                }
+                buf.clear();
+                if let Err(e) = self.roll(h.seq, need as u64) {
+                    result = Err(e);
+                    break;
+                }
             }
-            let (Some(w), Some(info)) = (self.writer.as_mut(), self.segments.last_mut()) else {
-                return Err(Error::Closed);
-            };
-            let offset = w.pos as u64;
-            w.append_with(need, |buf| record::encode(buf, &h, body));
-            info.note_record(h.seq, offset, need as u64);
+            let at = buf.len();
+            buf.resize(at + need, 0);
+            record::encode(&mut buf[at..], &h, body);
+            pending.push((h.seq, at as u64, need as u64));
+        }
+        if result.is_ok() {
+            result = self.flush_batch(&buf, &mut pending);
+        }
+        buf.clear();
+        if buf.capacity() > 4 << 20 {
+            buf = Vec::new(); // do not keep a huge batch's buffer forever
+        }
+        self.encode_buf = buf;
+        result
+    }
+
+    /// Write the encoded records of `buf` at the writer's end and index them.
+    fn flush_batch(&mut self, buf: &[u8], pending: &mut Vec<(u64, u64, u64)>) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let (Some(w), Some(info)) = (self.writer.as_mut(), self.segments.last_mut()) else {
+            return Err(Error::Closed);
+        };
+        let base = w.pos();
+        w.append(buf)?;
+        for (seq, at, len) in pending.drain(..) {
+            info.note_record(seq, base + at, len);
         }
         Ok(())
     }
 
-    fn roll(&mut self, first_seq: u64, need: usize) -> Result<()> {
-        if let Some(w) = self.writer.take() {
-            let file = w.seal()?;
-            if let Some(last) = self.segments.last_mut() {
-                last.file = file;
+    /// Start a new segment at `first_seq`. The old one is sealed without disk work here:
+    /// the sync thread makes it (and the directory entry of the new one) durable.
+    fn roll(&mut self, first_seq: u64, need: u64) -> Result<()> {
+        let path = self.dir.join(segment_name(first_seq));
+        if let Some(last) = self.segments.last() {
+            if last.first_seq == first_seq {
+                // The current segment is empty (poisoned before its first record, or a
+                // record larger than it): replace it rather than reuse the name.
+                let writer_len = self.writer.as_ref().map_or(0, |w| w.pos());
+                if last.records == 0 && writer_len == 0 {
+                    self.writer = None;
+                    self.segments.pop();
+                    let _ = std::fs::remove_file(&path);
+                }
             }
         }
-        let path = self.dir.join(segment_name(first_seq));
         let cap = self.max_bytes.max(need);
-        let w = SegmentWriter::open(&path, 0, cap)?;
-        sync_dir(&self.dir)?;
+        let w = SegmentWriter::open(&self.io, &path, 0, cap)?;
+        if let Some(old) = self.writer.take() {
+            self.sealed.push(old.seal());
+        }
+        self.dir_dirty = true;
         self.segments.push(SegmentInfo {
             first_seq,
             path,
-            file: w.file.clone(),
+            file: w.file().clone(),
             len: 0,
             end_seq: first_seq,
             records: 0,
@@ -416,7 +523,8 @@ impl Log {
 
     /// Read records with sequence >= `from`, keeping those `keep` accepts, until `max` are
     /// kept or the log ends. Returns the position to continue from (one past the last
-    /// record examined, or the log's end).
+    /// record examined, or the log's end). Bodies are copied out of the read buffer, so a
+    /// message held by a client costs its own size, not the buffer's.
     pub fn read(
         &self,
         from: u64,
@@ -434,7 +542,7 @@ impl Log {
             .partition_point(|s| s.first_seq <= from)
             .saturating_sub(1);
         let mut kept = 0;
-        for seg in &self.segments[start..] {
+        for (i, seg) in self.segments.iter().enumerate().skip(start) {
             if seg.end_seq <= pos || seg.records == 0 {
                 pos = pos.max(seg.end_seq);
                 continue;
@@ -444,17 +552,22 @@ impl Log {
             } else {
                 seg.offset_for(pos)
             };
-            let mut sc = SegmentScanner::new(&seg.file, &seg.path, seg.len, offset);
+            let next_first = self.segments.get(i + 1).map_or(u64::MAX, |n| n.first_seq);
+            let mut sc =
+                SegmentScanner::new(&seg.file, &seg.path, seg.len, offset).with_io(&self.io);
             loop {
                 match sc.next_item()? {
-                    ScanItem::Record { record, offset } => {
+                    ScanItem::Record { record, .. } => {
                         let seq = record.header.seq;
                         if seq < pos {
                             continue;
                         }
                         pos = seq + 1;
                         if keep(&record.header) {
-                            out.push(record);
+                            out.push(StoredRecord {
+                                header: record.header,
+                                body: Bytes::copy_from_slice(&record.body),
+                            });
                             kept += 1;
                             if kept >= max {
                                 *hint = ReadHint {
@@ -462,19 +575,19 @@ impl Log {
                                     segment: seg.first_seq,
                                     offset: sc.offset,
                                 };
-                                let _ = offset;
                                 return Ok(pos);
                             }
                         }
                     }
-                    ScanItem::Corrupt {
-                        skip: Some(_),
-                        offset,
-                        reason,
-                    } => {
-                        tracing::warn!(segment = %seg.path.display(), offset, reason, "skipping corrupt record");
+                    ScanItem::Corrupt { offset, .. } => {
+                        // Recovery resynchronised here already; do the same to reach the
+                        // records after the damage.
+                        let lo = pos.max(seg.first_seq);
+                        if sc.resync(offset, lo..next_first)?.is_none() {
+                            break;
+                        }
                     }
-                    ScanItem::Corrupt { .. } | ScanItem::End { .. } => break,
+                    ScanItem::End { .. } => break,
                 }
             }
             pos = pos.max(seg.end_seq);
@@ -490,27 +603,161 @@ impl Log {
         (n >= 3).then(|| self.segments[n - 2].first_seq)
     }
 
-    /// Delete sealed segments whose records are all below `floor`. Returns how many.
-    pub fn gc(&mut self, floor: u64) -> Result<usize> {
-        let mut removed = 0;
+    /// Take sealed segments whose records are all below `floor` out of the log. Returns
+    /// their paths; the caller deletes them ([`remove_segments`]) after releasing the
+    /// topic lock.
+    pub(crate) fn detach_below(&mut self, floor: u64) -> Vec<PathBuf> {
+        let mut gone = Vec::new();
         while self.segments.len() > 1 && self.segments[0].end_seq <= floor {
-            let seg = self.segments.remove(0);
-            std::fs::remove_file(&seg.path).at(&seg.path)?;
-            removed += 1;
+            gone.push(self.segments.remove(0).path);
         }
-        if removed > 0 {
-            sync_dir(&self.dir)?;
-        }
-        Ok(removed)
+        gone
     }
 
-    /// Flush the writable segment's map (the sync thread uses a [`SyncHandle`] instead).
-    pub fn sync(&self) -> Result<()> {
-        match self.writer.as_ref() {
-            Some(w) => w.sync_handle().sync(),
+    /// Delete sealed segments whose records are all below `floor`. Returns how many.
+    pub fn gc(&mut self, floor: u64) -> Result<usize> {
+        let gone = self.detach_below(floor);
+        remove_segments(&self.io, &self.dir, &gone)?;
+        Ok(gone.len())
+    }
+
+    /// Make everything written so far durable, on the caller's thread.
+    pub fn sync(&mut self) -> Result<()> {
+        let work = self.take_sync_work();
+        work.run(&self.io)
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Is there room for more? Reserves a little ahead of the writer; an error while the
+    /// disk is still full (or when the file system cannot tell).
+    pub(crate) fn probe_space(&mut self) -> Result<()> {
+        match self.writer.as_mut() {
+            Some(w) => w.probe_space(),
             None => Ok(()),
         }
     }
+
+    /// Replace a writer whose sync failed with a fresh segment (see [`SegmentWriter`]).
+    pub(crate) fn replace_poisoned(&mut self) -> Result<()> {
+        if self.writer.as_ref().is_some_and(|w| w.is_poisoned()) {
+            let at = self.end_seq();
+            self.roll(at, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Delete detached segment files and make the removal durable.
+pub(crate) fn remove_segments(io: &Io, dir: &Path, paths: &[PathBuf]) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    for p in paths {
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).at(p),
+        }
+    }
+    io.sync_dir(dir).at(dir)
+}
+
+/// Scan one segment at open: index its records, skip damaged places (resynchronising after
+/// them), and cut a torn tail of the last segment.
+fn recover_segment(
+    io: &Io,
+    first: u64,
+    path: &Path,
+    next_first: u64,
+    is_last: bool,
+    last_seq: &mut Option<u64>,
+    report: &mut RecoveryReport,
+) -> Result<SegmentInfo> {
+    let file = io.open_rw(path, false).at(path)?;
+    let file_len = file.metadata().at(path)?.len();
+    let mut info = SegmentInfo {
+        first_seq: first,
+        path: path.to_path_buf(),
+        file: Arc::new(file),
+        len: 0,
+        end_seq: first,
+        records: 0,
+        index: Vec::new(),
+    };
+    let file = info.file.clone();
+    let mut sc = SegmentScanner::new(&file, path, file_len, 0).with_io(io);
+    // Where the damage after the last valid record started, if any.
+    let mut damage: Option<(u64, &'static str)> = None;
+    loop {
+        match sc.next_item()? {
+            ScanItem::Record { offset, record } => {
+                let seq = record.header.seq;
+                if last_seq.is_some_and(|l| seq <= l) || seq < first || seq >= next_first {
+                    // A stale record from before a cut, or garbage with a valid CRC: treat
+                    // as damage and look for the next record that fits.
+                    let lo = last_seq.map_or(first, |l| l + 1).max(first);
+                    damage.get_or_insert((offset, "sequence out of order"));
+                    if sc.resync(offset, lo..next_first)?.is_none() {
+                        break;
+                    }
+                    continue;
+                }
+                if let Some((at, reason)) = damage.take() {
+                    tracing::warn!(segment = %path.display(), offset = at, skipped = offset - at, reason, "skipped a damaged stretch");
+                    report.corrupt_records += 1;
+                    report.skipped_bytes += offset - at;
+                }
+                *last_seq = Some(seq);
+                let total = sc.offset - offset;
+                info.note_record(seq, offset, total);
+            }
+            ScanItem::Corrupt { offset, reason, .. } => {
+                // Even a record with a plausible length and a bad CRC may have a damaged
+                // length: resynchronise byte by byte instead of trusting it.
+                let lo = last_seq.map_or(first, |l| l + 1).max(first);
+                damage.get_or_insert((offset, reason));
+                if sc.resync(offset, lo..next_first)?.is_none() {
+                    break;
+                }
+            }
+            ScanItem::End { .. } => break,
+        }
+    }
+    if let Some((at, reason)) = damage {
+        // Nothing valid after the damage: a torn or corrupt tail. In the last segment the
+        // writer cuts the file at `info.len` when it opens it; in a sealed one reads stop
+        // at `info.len`.
+        let bytes = last_nonzero(io, &info.file, path, at, file_len)? - at;
+        tracing::warn!(segment = %path.display(), offset = at, bytes, reason, "corrupt or torn tail: nothing valid after it");
+        if is_last {
+            report.truncated_bytes += bytes;
+        } else {
+            report.corrupt_records += 1;
+            report.skipped_bytes += bytes;
+        }
+    }
+    Ok(info)
+}
+
+/// One past the last non-zero byte in `[from, to)` of a file (`from` if all zero).
+fn last_nonzero(io: &Io, file: &File, path: &Path, from: u64, to: u64) -> Result<u64> {
+    let mut end = from;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = from;
+    while off < to {
+        let n = io.read_at(file, &mut buf, off).at(path)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(p) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = off + p as u64 + 1;
+        }
+        off += n as u64;
+    }
+    Ok(end)
 }
 
 #[cfg(test)]
@@ -623,18 +870,23 @@ mod tests {
                 std::fs::write(&seg, &bytes).unwrap();
                 let (log, _report) = Log::open(dir.path(), 1 << 20).unwrap();
                 let got = read_all(&log, 0);
-                let expect_n = if cut >= last_start { 19 } else { 18 };
-                assert_eq!(
-                    got,
-                    (0..expect_n).collect::<Vec<_>>(),
-                    "cut {cut} garble {garble}"
-                );
+                let hit = if cut >= last_start { 19 } else { 18 };
+                // A zeroed tail loses the records from the cut on; one flipped byte loses
+                // only the record it is in.
+                let expect: Vec<u64> = if garble {
+                    (0..20).filter(|&s| s != hit).collect()
+                } else {
+                    (0..hit).collect()
+                };
+                assert_eq!(got, expect, "cut {cut} garble {garble}");
+                let expect_n = expect.len() as u64;
                 // The log takes new appends after the cut.
                 drop(log);
                 let (mut log, _) = Log::open(dir.path(), 1 << 20).unwrap();
                 let next = log.end_seq();
                 fill(&mut log, next, 1);
                 assert_eq!(read_all(&log, 0).len() as u64, expect_n + 1);
+                assert_eq!(read_all(&log, 0).last(), Some(&next));
                 drop(log);
             }
         }

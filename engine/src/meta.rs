@@ -77,6 +77,19 @@ impl Meta {
         })
     }
 
+    /// A store that lives in memory only (used when the data directory's store cannot be
+    /// opened for lack of space; see `meta_recovery`).
+    pub fn temporary() -> Result<Meta> {
+        let db = sled::Config::new().temporary(true).open()?;
+        let topics = db.open_tree("topics")?;
+        let channels = db.open_tree("channels")?;
+        Ok(Meta {
+            db,
+            topics,
+            channels,
+        })
+    }
+
     pub fn topic_names(&self) -> Result<Vec<String>> {
         let mut v = Vec::new();
         for kv in self.topics.iter() {

@@ -1,199 +1,243 @@
-//! The one place with `unsafe`: writing a segment through a memory map.
+//! The writable tail segment of a topic log.
 //!
-//! Soundness: the map is created over a file we preallocated with `set_len(capacity)` and
-//! only this writer maps it for writing. Nobody shrinks the file while it is mapped:
-//! sealing a segment (truncating it to its used length) happens only after the map is
-//! dropped, and recovery truncates before mapping. Writers copy bytes into ranges
-//! `[pos, pos + len)` that are inside `capacity` and that no reader looks at yet (readers
-//! use `pread` on the file and stop at the committed length), so there is no aliasing of
-//! Rust references: the map is only ever touched through raw pointer copies and `msync`.
+//! Records are appended with `pwrite` (through the persistence seam, [`Io`]), never through
+//! a memory map: a write into a mapped page that the file system cannot allocate (a full
+//! disk) or read back (an I/O error) kills the process with SIGBUS, while `pwrite` returns
+//! an error the publish can be answered with. Blocks are reserved ahead of the write
+//! position with `fallocate(FALLOC_FL_KEEP_SIZE)` in steps that grow with the segment (64
+//! KiB up to 8 MiB), so a full disk is noticed before any byte of a record is written and
+//! a small topic holds little more disk than its data. The file's size is always the end
+//! of the last complete record; readers `pread` up to the length the log committed.
+//!
+//! A batch is written with one `pwrite`. If it fails part-way, the file is cut back to where
+//! the batch started, so a half-written record is never there to be read.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use memmap2::MmapRaw;
-
 use crate::error::{IoContext, Result};
+use crate::fs::Io;
 
-/// The writable tail segment of a topic log.
-pub struct SegmentWriter {
-    pub path: PathBuf,
-    pub file: Arc<File>,
-    map: Arc<MmapRaw>,
-    pub pos: usize,
-    pub capacity: usize,
-    /// `pos` as seen by the sync thread.
-    committed: Arc<AtomicUsize>,
-    /// Bytes at the start of the map already released from our resident set.
-    released: Arc<AtomicUsize>,
-}
+const RESERVE_MIN: u64 = 64 * 1024;
+const RESERVE_MAX: u64 = 8 * 1024 * 1024;
 
-/// A handle the sync thread uses to msync a segment without holding the topic lock.
-#[derive(Clone)]
-pub struct SyncHandle {
-    map: Arc<MmapRaw>,
+pub(crate) struct SegmentWriter {
     path: PathBuf,
-    committed: Arc<AtomicUsize>,
-    released: Arc<AtomicUsize>,
+    file: Arc<File>,
+    /// End of the last complete record written (the file's size).
+    pos: u64,
+    /// Blocks are reserved below this offset.
+    reserved: u64,
+    /// False once the file system said it cannot reserve (writes then allocate as they go).
+    can_reserve: bool,
+    /// Largest size this segment may reach (`--max-bytes-per-file`, or one bigger record).
+    capacity: u64,
+    io: Io,
+    /// A sync of this file failed: what it holds since the last good sync may never reach
+    /// the disk, and a later "successful" sync would prove nothing (the kernel dropped the
+    /// dirty state). The log stops writing here and rolls to a fresh segment.
+    poisoned: Arc<AtomicBool>,
 }
 
-const PAGE: usize = 4096;
+/// What the sync thread needs to make a segment durable without the topic lock.
+#[derive(Clone)]
+pub(crate) struct SyncHandle {
+    file: Arc<File>,
+    path: PathBuf,
+    io: Io,
+    poisoned: Arc<AtomicBool>,
+    /// For a sealed segment: cut the file to this length after syncing (returns the
+    /// unused reservation to the file system).
+    trim_to: Option<u64>,
+}
 
 impl SyncHandle {
-    /// msync(MS_SYNC) the whole map: dirty pages reach stable storage. Then release the
-    /// pages that are complete and synced from this process's resident set: they stay in
-    /// the page cache (readers use pread), but a long write map no longer inflates RSS.
-    pub fn sync(&self) -> Result<()> {
-        let committed = self.committed.load(Ordering::Acquire);
-        self.map.flush().at(&self.path)?;
-        release_pages(&self.map, &self.released, committed / PAGE * PAGE);
+    /// fdatasync. A failure poisons the segment (see [`SegmentWriter`]); a poisoned segment
+    /// is never reported as synced again.
+    pub(crate) fn sync(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(crate::Error::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other("an earlier sync of this segment failed"),
+            });
+        }
+        if let Err(e) = self.io.sync_data(&self.file) {
+            self.poisoned.store(true, Ordering::Release);
+            return Err(e).at(&self.path);
+        }
+        if let Some(len) = self.trim_to {
+            // Only gives back reserved blocks past the data; failing is harmless.
+            let _ = self.io.set_len(&self.file, len);
+        }
         Ok(())
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 }
 
 impl SegmentWriter {
-    /// Open (or create) `path` for appending at `pos`, making sure the file is exactly
-    /// `capacity` bytes with zeros after `pos` (anything there is a torn or corrupt tail
-    /// that recovery decided to drop).
-    pub fn open(path: &Path, pos: usize, capacity: usize) -> Result<SegmentWriter> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .at(path)?;
-        file.set_len(pos as u64).at(path)?;
-        file.set_len(capacity as u64).at(path)?;
-        let map = MmapRaw::map_raw(&file).at(path)?;
+    /// Open (or create) `path` for appending at `pos`. Anything after `pos` is a torn or
+    /// corrupt tail recovery decided to drop (or the zero tail of a segment preallocated
+    /// by an older version): the file is cut to `pos`.
+    pub(crate) fn open(io: &Io, path: &Path, pos: u64, capacity: u64) -> Result<SegmentWriter> {
+        let create = !path.exists();
+        let file = io.open_rw(path, create).at(path)?;
+        let len = file.metadata().at(path)?.len();
+        if len != pos {
+            io.set_len(&file, pos).at(path)?;
+        }
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             file: Arc::new(file),
-            map: Arc::new(map),
             pos,
-            capacity,
-            committed: Arc::new(AtomicUsize::new(pos)),
-            released: Arc::new(AtomicUsize::new(0)),
+            reserved: pos,
+            can_reserve: true,
+            capacity: capacity.max(pos),
+            io: io.clone(),
+            poisoned: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    pub fn remaining(&self) -> usize {
-        self.capacity - self.pos
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos
     }
 
-    /// Reserve `len` bytes at the end and let `fill` write them in place.
-    pub fn append_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
-        assert!(len <= self.remaining(), "caller checks remaining()");
-        // SAFETY: see the module comment: `[pos, pos + len)` is inside the mapping, only
-        // this writer touches it, and the slice does not outlive this call.
-        let buf =
-            unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(self.pos), len) };
-        fill(buf);
-        self.pos += len;
-        self.committed.store(self.pos, Ordering::Release);
-        self.release_behind();
+    pub(crate) fn remaining(&self) -> u64 {
+        self.capacity.saturating_sub(self.pos)
     }
 
-    /// Every few MiB, drop the pages behind the write position from our resident set, even
-    /// before they are synced, so a fast writer between two sync rounds does not grow RSS
-    /// by everything it wrote meanwhile.
-    fn release_behind(&mut self) {
-        const STEP: usize = 8 << 20;
-        if self.pos / PAGE * PAGE >= self.released.load(Ordering::Acquire) + STEP {
-            release_pages(&self.map, &self.released, self.pos / PAGE * PAGE);
+    pub(crate) fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Reserve blocks so that `[pos, pos + need)` can be written without running out of
+    /// space, a step ahead so most appends make no system call for it.
+    fn reserve(&mut self, need: u64) -> Result<()> {
+        let end = self.pos + need;
+        if !self.can_reserve || end <= self.reserved {
+            return Ok(());
+        }
+        let ahead = (self.pos / 4).clamp(RESERVE_MIN, RESERVE_MAX);
+        let target = (end + ahead).min(self.capacity).max(end);
+        let from = self.reserved.max(self.pos);
+        match self.io.allocate(&self.file, from, target - from) {
+            Ok(true) => {
+                self.reserved = target;
+                Ok(())
+            }
+            Ok(false) => {
+                self.can_reserve = false;
+                Ok(())
+            }
+            Err(e) => Err(e).at(&self.path),
         }
     }
 
-    /// Copy already-encoded bytes to the end.
-    pub fn write_at_end(&mut self, bytes: &[u8]) {
-        assert!(bytes.len() <= self.remaining(), "caller checks remaining()");
-        // SAFETY: see the module comment: the range is inside the mapping, only this
-        // writer writes it, and no Rust reference to the mapped memory exists.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.map.as_mut_ptr().add(self.pos),
-                bytes.len(),
-            );
+    /// Reserve a step ahead now (used to notice that a full disk has room again).
+    pub(crate) fn probe_space(&mut self) -> Result<()> {
+        let from = self.reserved.max(self.pos);
+        match self.io.allocate(&self.file, from, RESERVE_MIN) {
+            Ok(true) => {
+                self.reserved = from + RESERVE_MIN;
+                Ok(())
+            }
+            Ok(false) => Err(std::io::Error::other("file system cannot reserve space")).at(&self.path),
+            Err(e) => Err(e).at(&self.path),
         }
-        self.pos += bytes.len();
-        self.committed.store(self.pos, Ordering::Release);
-        self.release_behind();
     }
 
-    pub fn sync_handle(&self) -> SyncHandle {
+    /// Write whole encoded records at the end. On error nothing of `bytes` counts: the
+    /// file is cut back to where it was, and `pos` is unchanged.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let n = bytes.len() as u64;
+        debug_assert!(n <= self.remaining(), "caller checks remaining()");
+        self.reserve(n)?;
+        if let Err(e) = self.io.write_all_at(&self.file, bytes, self.pos) {
+            // Drop any part that was written (and the reservation past it).
+            let _ = self.io.set_len(&self.file, self.pos);
+            self.reserved = self.pos;
+            return Err(e).at(&self.path);
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    pub(crate) fn sync_handle(&self) -> SyncHandle {
         SyncHandle {
-            map: self.map.clone(),
+            file: self.file.clone(),
             path: self.path.clone(),
-            committed: self.committed.clone(),
-            released: self.released.clone(),
+            io: self.io.clone(),
+            poisoned: self.poisoned.clone(),
+            trim_to: None,
         }
     }
 
-    /// Flush and stop writing. The file keeps its preallocated size (a segment is only
-    /// sealed when the next record does not fit, so the zero tail is shorter than one
-    /// record); not truncating means no map anywhere can ever point past the file's end.
-    pub fn seal(self) -> Result<Arc<File>> {
-        self.map.flush().at(&self.path)?;
-        Ok(self.file)
+    /// Stop writing here. Returns the handle the sync thread uses to make the rest of it
+    /// durable and trim the reservation (no disk work happens on the caller's thread).
+    pub(crate) fn seal(self) -> SyncHandle {
+        let mut h = self.sync_handle();
+        h.trim_to = (self.reserved > self.pos).then_some(self.pos);
+        h
     }
-}
-
-/// Drop the map's pages below `upto` (page-aligned, at or below what the writer has
-/// written) from this process's resident set, starting where the last release stopped.
-fn release_pages(map: &MmapRaw, released: &AtomicUsize, upto: usize) {
-    let from = released.load(Ordering::Acquire);
-    if upto <= from {
-        return;
-    }
-    // SAFETY: [from, upto) is inside the mapping and entirely below the write position:
-    // the writer never writes there again and no Rust reference into it exists. On a
-    // shared file mapping MADV_DONTNEED only removes our page-table entries; a dirty page
-    // keeps its data and dirty state in the page cache (the kernel marks it dirty as it
-    // unmaps), and msync(MS_SYNC) writes back the whole file range, mapped or not.
-    let rc = unsafe {
-        libc::madvise(
-            map.as_mut_ptr().add(from) as *mut libc::c_void,
-            upto - from,
-            libc::MADV_DONTNEED,
-        )
-    };
-    if rc == 0 {
-        released.fetch_max(upto, Ordering::AcqRel);
-    }
-}
-
-/// Make a new directory entry durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::{Fault, FaultPlan, Op};
 
     #[test]
-    fn pages_released_behind_the_writer_keep_their_data() {
+    fn appends_extend_the_file_and_reserve_ahead() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.seg");
-        let mut w = SegmentWriter::open(&path, 0, 24 << 20).unwrap();
-        let chunk: Vec<u8> = (0..4099u32).map(|i| (i % 251) as u8).collect();
-        let mut written = Vec::new();
-        while w.remaining() >= chunk.len() && written.len() < 20 << 20 {
-            w.write_at_end(&chunk);
-            written.extend_from_slice(&chunk);
-        }
-        assert!(
-            w.released.load(Ordering::Acquire) >= 8 << 20,
-            "released behind"
-        );
-        // Not synced yet: the data is in the page cache all the same.
-        let on_file = std::fs::read(&path).unwrap();
-        assert_eq!(&on_file[..written.len()], &written[..]);
+        let mut w = SegmentWriter::open(&Io::default(), &path, 0, 1 << 20).unwrap();
+        w.append(b"hello").unwrap();
+        w.append(b" world").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+        assert!(w.reserved >= RESERVE_MIN.min(1 << 20) || !w.can_reserve);
         w.sync_handle().sync().unwrap();
-        let on_file = std::fs::read(&path).unwrap();
-        assert_eq!(&on_file[..written.len()], &written[..]);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.seg");
+        let plan = FaultPlan::new();
+        let io = Io::with_faults(plan.clone());
+        let mut w = SegmentWriter::open(&io, &path, 0, 1 << 20).unwrap();
+        w.append(b"first").unwrap();
+        plan.fail_nth(Op::Write, 1, Fault::ShortWrite);
+        assert!(w.append(b"second record").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        plan.fail_nth(Op::Allocate, 1, Fault::NoSpace);
+        w.reserved = w.pos; // force a reservation on the next append
+        assert!(w.append(b"third").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        w.append(b"-ok").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"first-ok");
+    }
+
+    #[test]
+    fn a_failed_sync_poisons_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.seg");
+        let plan = FaultPlan::new();
+        let io = Io::with_faults(plan.clone());
+        let mut w = SegmentWriter::open(&io, &path, 0, 1 << 20).unwrap();
+        w.append(b"x").unwrap();
+        plan.fail_nth(Op::Sync, 1, Fault::Eio);
+        let h = w.sync_handle();
+        assert!(h.sync().is_err());
+        assert!(w.is_poisoned());
+        // Never "succeeds" later.
+        assert!(h.sync().is_err());
     }
 }

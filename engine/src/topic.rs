@@ -17,6 +17,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fs::Io;
 use crate::log::{Log, ReadHint, RecoveryReport, StoredRecord};
 use crate::meta::{to_ranges, ChannelMeta, Meta, TopicMeta};
 use crate::record::{message_id, RecordHeader};
@@ -28,6 +29,8 @@ pub struct EngineOptions {
     pub max_bytes_per_file: u64,
     pub sync_every: u64,
     pub sync_timeout: Duration,
+    /// Refuse publishes to a topic whose log holds this many bytes (0 = no bound).
+    pub max_bytes_per_topic: u64,
 }
 
 impl Default for EngineOptions {
@@ -37,6 +40,7 @@ impl Default for EngineOptions {
             max_bytes_per_file: 100 * 1024 * 1024,
             sync_every: 2500,
             sync_timeout: Duration::from_secs(2),
+            max_bytes_per_topic: 0,
         }
     }
 }
@@ -126,6 +130,54 @@ impl TopicState {
     }
 }
 
+/// Move the oldest `n` records of memory to the log (skipping those every channel has
+/// finished). Memory gives up only what the log now holds: if the append fails part-way,
+/// the rest stays in memory and nothing is lost.
+fn spill_front(st: &mut TopicState, n: usize, min_floor: Option<u64>) -> Result<usize> {
+    let n = n.min(st.mem.len());
+    if n == 0 {
+        return Ok(0);
+    }
+    let TopicState { mem, log, .. } = st;
+    let Some(log) = log.as_mut() else {
+        return Err(Error::Closed);
+    };
+    let unfinished = |r: &&MemRecord| min_floor.is_none_or(|m| r.header.seq >= m);
+    let written = mem.iter().take(n).filter(unfinished).count();
+    let r = log.append(
+        mem.iter()
+            .take(n)
+            .filter(unfinished)
+            .map(|r| (r.header, &r.body[..])),
+    );
+    let stored_end = log.end_seq();
+    match r {
+        Ok(()) => {
+            mem.drain(..n);
+            st.unsynced += written as u64;
+            Ok(written)
+        }
+        Err(e) => {
+            let mut dropped = 0;
+            while mem.front().is_some_and(|m| m.header.seq < stored_end) && dropped < n {
+                mem.pop_front();
+                dropped += 1;
+            }
+            st.unsynced += dropped as u64;
+            Err(e)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FaultKind {
+    /// An append failed (full disk, I/O error): cleared by a write or a space probe that
+    /// succeeds.
+    Write,
+    /// A sync failed: cleared once a fresh segment has been synced.
+    Sync,
+}
+
 /// The part of a topic its channels share.
 pub(crate) struct TopicCore {
     pub(crate) name: String,
@@ -140,6 +192,11 @@ pub(crate) struct TopicCore {
     pub(crate) deleted: AtomicBool,
     /// Cursor changes since the last sync round (see `note_dirty`).
     pub(crate) dirty_cursors: AtomicU64,
+    /// The storage error this topic is in, if any (a full disk, a failed write or sync).
+    /// Set by the write that hit it, cleared by the next write that succeeds or by the
+    /// sync thread's probe; logged once per change, not once per message.
+    fault: Mutex<Option<(FaultKind, String)>>,
+    pub(crate) io: Io,
 }
 
 impl TopicCore {
@@ -244,11 +301,8 @@ impl TopicCore {
         }
         let min_floor = self.min_floor();
         let mut st = self.state.lock();
-        let spill: Vec<MemRecord> = st
-            .mem
-            .drain(..)
-            .filter(|r| min_floor.is_none_or(|m| r.header.seq >= m))
-            .collect();
+        let n = st.mem.len();
+        spill_front(&mut st, n, min_floor).inspect_err(|e| self.set_fault(e))?;
         let first = st.next_seq;
         let copies: Vec<(RecordHeader, &[u8])> = msgs
             .iter()
@@ -270,11 +324,87 @@ impl TopicCore {
         let Some(log) = st.log.as_mut() else {
             return Err(Error::Closed);
         };
-        log.append(spill.iter().map(|r| (r.header, &r.body[..])))?;
-        log.append(copies.iter().map(|(h, b)| (*h, *b)))?;
-        st.next_seq += msgs.len() as u64;
-        st.unsynced += (spill.len() + msgs.len()) as u64;
+        let r = log.append(copies.iter().map(|(h, b)| (*h, *b)));
+        // Copies that reached the log keep their sequences even if the rest failed.
+        st.next_seq = st.next_seq.max(st.log.as_ref().map_or(0, |l| l.end_seq()));
+        if let Err(e) = r {
+            self.set_fault(&e);
+            return Err(e);
+        }
+        self.clear_fault();
+        st.unsynced += msgs.len() as u64;
         Ok((first..first + msgs.len() as u64).collect())
+    }
+
+    pub(crate) fn set_fault(&self, e: &Error) {
+        self.enter_fault(FaultKind::Write, e);
+    }
+
+    pub(crate) fn set_sync_fault(&self, e: &Error) {
+        self.enter_fault(FaultKind::Sync, e);
+    }
+
+    fn enter_fault(&self, kind: FaultKind, e: &Error) {
+        if !e.is_storage_fault() {
+            return;
+        }
+        let mut f = self.fault.lock();
+        if f.is_none() {
+            tracing::error!(topic = %self.name, error = %e, "storage error: publishes to this topic fail until it clears");
+        }
+        // A sync fault is the stronger condition: a write succeeding does not clear it.
+        if f.as_ref().is_none_or(|(k, _)| *k == FaultKind::Write) {
+            *f = Some((kind, e.to_string()));
+        }
+    }
+
+    /// A write succeeded: a write fault is over.
+    pub(crate) fn clear_fault(&self) {
+        self.leave_fault(FaultKind::Write);
+    }
+
+    /// A sync of new data succeeded: any fault is over.
+    pub(crate) fn clear_sync_fault(&self) {
+        self.leave_fault(FaultKind::Sync);
+    }
+
+    fn leave_fault(&self, upto: FaultKind) {
+        let mut f = self.fault.lock();
+        let clears = match f.as_ref() {
+            Some((FaultKind::Write, _)) => true,
+            Some((FaultKind::Sync, _)) => upto == FaultKind::Sync,
+            None => false,
+        };
+        if clears {
+            if let Some((_, was)) = f.take() {
+                tracing::info!(topic = %self.name, was = %was, "storage error cleared");
+            }
+        }
+    }
+
+    pub(crate) fn fault(&self) -> Option<String> {
+        self.fault.lock().as_ref().map(|(_, e)| e.clone())
+    }
+
+    /// Called by the sync thread while the topic is in a fault: check whether the
+    /// condition is gone without waiting for a publish (space freed; a fresh segment in
+    /// place of one whose sync failed, synced).
+    pub(crate) fn probe(&self) {
+        let Some(kind) = self.fault.lock().as_ref().map(|(k, _)| *k) else {
+            return;
+        };
+        let mut st = self.state.lock();
+        let Some(log) = st.log.as_mut() else { return };
+        let r = match kind {
+            FaultKind::Write => log.probe_space(),
+            FaultKind::Sync => log.replace_poisoned().and_then(|_| log.sync()),
+        };
+        drop(st);
+        match (r, kind) {
+            (Ok(()), FaultKind::Write) => self.clear_fault(),
+            (Ok(()), FaultKind::Sync) => self.clear_sync_fault(),
+            (Err(e), _) => tracing::debug!(topic = %self.name, error = %e, "still failing"),
+        }
     }
 
     /// A cursor changed (FIN and the like): counted without the topic lock, which readers
@@ -336,13 +466,14 @@ impl Topic {
         opts: EngineOptions,
         meta: Option<Arc<Meta>>,
         signal: Arc<SyncSignal>,
+        io: &Io,
     ) -> Result<Topic> {
         let ephemeral = meta.is_none();
         let dir = data_dir.join("topics").join(topic_dir_name(name));
         let (log, recovery) = if ephemeral {
             (None, RecoveryReport::default())
         } else {
-            let (l, r) = Log::open(&dir, opts.max_bytes_per_file as usize)?;
+            let (l, r) = Log::open_with(io, &dir, opts.max_bytes_per_file as usize)?;
             (Some(l), r)
         };
         let tm = match &meta {
@@ -378,6 +509,8 @@ impl Topic {
             signal,
             deleted: AtomicBool::new(false),
             dirty_cursors: AtomicU64::new(0),
+            fault: Mutex::new(None),
+            io: io.clone(),
         });
         let topic = Topic {
             core,
@@ -447,6 +580,7 @@ impl Topic {
         let mut immediate = on_durable;
         let (first, count, wake) = {
             let mut st = self.core.state.lock();
+            self.check_bound(&st)?;
             let first = st.next_seq;
             let count = msgs.len();
             for m in msgs {
@@ -464,25 +598,24 @@ impl Topic {
                     body: m.body,
                 });
             }
-            let mut spill = Vec::new();
-            while st.mem.len() > mem_limit {
-                let Some(r) = st.mem.pop_front() else { break };
-                if self.core.ephemeral {
-                    continue; // ephemeral: overflow is dropped, as in NSQ
-                }
-                if min_floor.is_some_and(|m| r.header.seq < m) {
-                    continue; // every channel has finished it already
-                }
-                spill.push(r);
-            }
+            let over = st.mem.len().saturating_sub(mem_limit);
             let mut ours_on_disk = false;
-            if !spill.is_empty() {
-                ours_on_disk = spill.last().is_some_and(|r| r.header.seq >= first);
-                let Some(log) = st.log.as_mut() else {
-                    return Err(Error::Closed);
-                };
-                log.append(spill.iter().map(|r| (r.header, &r.body[..])))?;
-                st.unsynced += spill.len() as u64;
+            if over > 0 && self.core.ephemeral {
+                st.mem.drain(..over); // ephemeral: overflow is dropped, as in NSQ
+            } else if over > 0 {
+                ours_on_disk = st.mem.get(over - 1).is_some_and(|r| r.header.seq >= first);
+                if let Err(e) = spill_front(&mut st, over, min_floor) {
+                    self.core.set_fault(&e);
+                    // Not acknowledged: take back this call's messages that did not reach
+                    // the log. (Older messages the log could not take stay in memory.)
+                    let stored_end = st.log.as_ref().map_or(0, |l| l.end_seq());
+                    while st.mem.back().is_some_and(|m| m.header.seq >= first) {
+                        st.mem.pop_back();
+                    }
+                    st.next_seq = first.max(stored_end);
+                    return Err(e);
+                }
+                self.core.clear_fault();
             }
             let mut wake = st.unsynced >= self.core.opts.sync_every;
             if ours_on_disk {
@@ -503,6 +636,23 @@ impl Topic {
             first_seq: first,
             count,
         })
+    }
+
+    /// `--max-bytes-per-topic`: refuse a publish while the log holds that much.
+    fn check_bound(&self, st: &TopicState) -> Result<()> {
+        let limit = self.core.opts.max_bytes_per_topic;
+        if limit == 0 || self.core.ephemeral {
+            return Ok(());
+        }
+        let held = st.log.as_ref().map_or(0, |l| l.bytes());
+        if held >= limit {
+            return Err(Error::TopicFull {
+                topic: self.core.name.clone(),
+                bytes: held,
+                limit,
+            });
+        }
+        Ok(())
     }
 
     pub fn channel(&self, name: &str) -> Result<Arc<Channel>> {
@@ -583,16 +733,18 @@ impl Topic {
         if !self.channels.read().is_empty() {
             return Ok(());
         }
-        {
+        let gone = {
             let mut st = self.core.state.lock();
             st.mem.clear();
             st.start_seq = st.next_seq;
             let floor = st.start_seq;
-            if let Some(log) = st.log.as_mut() {
-                log.gc(floor)?;
-            }
+            st.log.as_mut().map(|log| (log.dir().to_path_buf(), log.detach_below(floor)))
+        };
+        self.persist_meta()?;
+        if let Some((dir, paths)) = gone {
+            crate::log::remove_segments(&self.core.io, &dir, &paths)?;
         }
-        self.persist_meta()
+        Ok(())
     }
 
     pub fn set_paused(&self, paused: bool) -> Result<()> {
@@ -641,20 +793,11 @@ impl Topic {
         }
         let min_floor = self.core.min_floor();
         let mut st = self.core.state.lock();
-        let recs: Vec<MemRecord> = st
-            .mem
-            .drain(..)
-            .filter(|r| min_floor.is_none_or(|m| r.header.seq >= m))
-            .collect();
-        if recs.is_empty() {
+        if st.log.is_none() {
             return Ok(());
         }
-        let Some(log) = st.log.as_mut() else {
-            return Ok(());
-        };
-        log.append(recs.iter().map(|r| (r.header, &r.body[..])))?;
-        st.unsynced += recs.len() as u64;
-        Ok(())
+        let n = st.mem.len();
+        spill_front(&mut st, n, min_floor).map(|_| ())
     }
 
     /// Persist every channel's cursor (sled + snapshot file). Called by the sync thread.
@@ -677,7 +820,7 @@ impl Topic {
         }
         let cm = ch.snapshot();
         m.put_channel(&self.core.name, &ch.name, &cm)?;
-        write_snapshot(&self.core.dir, &ch.name, &cm)
+        write_snapshot(&self.core.io, &self.core.dir, &ch.name, &cm)
     }
 
     /// Relocate the few unfinished messages that keep old segments alive (see
@@ -730,14 +873,14 @@ impl Topic {
     }
 }
 
-fn write_snapshot(topic_dir: &Path, channel: &str, cm: &ChannelMeta) -> Result<()> {
+fn write_snapshot(io: &Io, topic_dir: &Path, channel: &str, cm: &ChannelMeta) -> Result<()> {
     let dir = topic_dir.join("channels");
     std::fs::create_dir_all(&dir).at(&dir)?;
     let path = dir.join(channel_snapshot_name(channel));
     let tmp = dir.join(format!(".{}.tmp", channel_snapshot_name(channel)));
     let json = crate::reader::CursorSnapshot::from_meta(channel, cm).to_json();
-    std::fs::write(&tmp, json).at(&tmp)?;
-    std::fs::rename(&tmp, &path).at(&path)?;
+    io.write_file(&tmp, json.as_bytes()).at(&tmp)?;
+    io.rename(&tmp, &path).at(&path)?;
     Ok(())
 }
 

@@ -257,24 +257,31 @@ async fn publish_to(
         .get_topic(topic)
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
     let durable = opts.sync_every <= 1 && !t.is_ephemeral();
-    let wait = t.publish(bodies, deliver_at, durable).map_err(|e| {
-        nsqd.set_unhealthy(&e);
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING")
-    })?;
+    let wait = t
+        .publish(bodies, deliver_at, durable)
+        .map_err(|e| publish_error(topic, &e))?;
     if let Some(w) = wait {
         match w.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                nsqd.set_unhealthy(&e);
-                return Err(ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL_ERROR",
-                ));
-            }
+            Ok(Err(e)) => return Err(publish_error(topic, &e)),
             Err(_) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING")),
         }
     }
     Ok(())
+}
+
+/// A publish the engine could not store. NSQ answers 503 for any failed put; the text says
+/// why (the log has the details: topic, path, error, once per condition).
+fn publish_error(topic: &str, e: &engine::Error) -> ApiError {
+    tracing::debug!(topic, error = %e, "publish refused");
+    let why = match e {
+        engine::Error::TopicFull { .. } => "TOPIC_FULL",
+        engine::Error::Deleted(_) => "TOPIC_DELETED",
+        e if e.is_no_space() => "NO_SPACE",
+        engine::Error::Closed => "EXITING",
+        _ => "PUB_FAILED",
+    };
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, why)
 }
 
 async fn mpublish(State(nsqd): State<Shared>, RawQuery(q): RawQuery, body: Body) -> Response {

@@ -35,7 +35,8 @@ pub struct Nsqd {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Set while shutting down: publishes get E_PUB_FAILED / 503 EXITING.
     pub exiting: AtomicBool,
-    /// None when healthy; otherwise the last storage error (/ping answers 500 with it).
+    /// A fatal condition of the daemon itself (None when healthy). Storage errors are the
+    /// engine's and clear by themselves; see [`Nsqd::health`].
     health: Mutex<Option<String>>,
     pub http_client: reqwest::Client,
 }
@@ -52,8 +53,13 @@ impl Nsqd {
     /// Open the data directory and bring back every durable topic and channel.
     pub fn new(opts: Options) -> Result<Arc<Nsqd>, NsqdError> {
         let data = opts.data_dir();
-        std::fs::create_dir_all(&data)
-            .map_err(|e| NsqdError::Config(format!("cannot create {}: {e}", data.display())))?;
+        if !data.is_dir() {
+            // As NSQ: a mistyped --data-path is an error, not a new empty directory.
+            return Err(NsqdError::Config(format!(
+                "--data-path={} does not exist or is not a directory",
+                data.display()
+            )));
+        }
         let engine = engine::Engine::open(
             &data,
             engine::EngineOptions {
@@ -61,6 +67,7 @@ impl Nsqd {
                 max_bytes_per_file: opts.max_bytes_per_file.max(1024) as u64,
                 sync_every: opts.sync_every.max(1) as u64,
                 sync_timeout: opts.sync_timeout,
+                max_bytes_per_topic: opts.max_bytes_per_topic.max(0) as u64,
             },
         )?;
         let tls = if opts.tls_enabled() {
@@ -90,7 +97,7 @@ impl Nsqd {
             health: Mutex::new(None),
             http_client,
         });
-        for name in nsqd.engine.topic_names() {
+        for name in nsqd.engine.topic_names()? {
             let topic = nsqd.get_topic(&name)?;
             for ch in topic.inner.channel_names() {
                 topic.channel(&ch)?;
@@ -112,19 +119,20 @@ impl Nsqd {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// None when healthy; otherwise what /ping answers with (NSQ's "NOK - ..."). Storage
+    /// faults come from the engine, which clears them once the condition is gone (space
+    /// freed, a fresh segment synced).
     pub fn health(&self) -> Option<String> {
-        self.health.lock().clone()
-    }
-
-    pub fn set_unhealthy(&self, err: &dyn std::fmt::Display) {
-        *self.health.lock() = Some(format!("NOK - {err}"));
-    }
-
-    pub fn set_healthy(&self) {
-        let mut h = self.health.lock();
-        if h.is_some() {
-            *h = None;
+        if let Some(h) = self.health.lock().clone() {
+            return Some(h);
         }
+        let faults = self.engine.faults();
+        let (topic, err) = faults.first()?;
+        let more = match faults.len() {
+            1 => String::new(),
+            n => format!(" (and {} more topics)", n - 1),
+        };
+        Some(format!("NOK - topic {topic}: {err}{more}"))
     }
 
     pub fn get_existing_topic(&self, name: &str) -> Option<Arc<Topic>> {

@@ -102,6 +102,11 @@ pub struct Options {
     #[arg(long, default_value_t = 104857600)]
     pub max_bytes_per_file: i64,
 
+    /// refuse publishes to a topic whose log holds this many bytes on disk (0 = no bound;
+    /// beyond NSQ: backpressure instead of filling the disk)
+    #[arg(long, default_value_t = 0)]
+    pub max_bytes_per_topic: i64,
+
     /// number of messages per diskqueue fsync
     #[arg(long, default_value_t = 2500)]
     pub sync_every: i64,
@@ -236,6 +241,7 @@ pub fn validate(o: &Options) -> Result<(), String> {
     let nonneg = [
         ("--mem-queue-size", o.mem_queue_size),
         ("--max-bytes-per-file", o.max_bytes_per_file),
+        ("--max-bytes-per-topic", o.max_bytes_per_topic),
         ("--sync-every", o.sync_every),
         ("--max-msg-size", o.max_msg_size),
         ("--max-body-size", o.max_body_size),

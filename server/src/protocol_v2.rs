@@ -757,17 +757,15 @@ impl Conn {
             .map_err(|e| ClientError::fatal(&code, format!("{cmd} failed {e}")))?;
         let n = bodies.len() as u64;
         let durable = opts.sync_every <= 1 && !topic.is_ephemeral();
-        let wait = topic.publish(bodies, deliver_at_ms, durable).map_err(|e| {
-            self.nsqd.set_unhealthy(&e);
-            ClientError::fatal(&code, format!("{cmd} failed {e}"))
-        })?;
+        let wait = topic
+            .publish(bodies, deliver_at_ms, durable)
+            .map_err(|e| ClientError::fatal(&code, format!("{cmd} failed {e}")))?;
         if let Some(wait) = wait {
             // Flush what we owe the client while the fsync runs, then answer.
             let _ = self.flush().await;
             match wait.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    self.nsqd.set_unhealthy(&e);
                     return Err(ClientError::fatal(&code, format!("{cmd} failed {e}")));
                 }
                 Err(_) => return Err(ClientError::fatal(&code, format!("{cmd} failed exiting"))),

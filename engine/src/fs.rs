@@ -1,0 +1,238 @@
+//! The persistence seam: every file operation of the log and of the cursor snapshots goes
+//! through [`Io`], so tests can make any one of them fail the way a disk does (ENOSPC,
+//! EIO, a short write) and check that nothing acknowledged is lost.
+//!
+//! In a normal build `Io` is a zero-sized value and each method is the system call itself.
+//! Under `cfg(test)` it may carry a [`FaultPlan`] that is consulted before each call.
+//! sled (the metadata store) does its own IO and is not behind this seam.
+//!
+//! This is the engine's one module with `unsafe` (the `fallocate` call).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// The kinds of operation a fault can be injected into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Create,
+    Allocate,
+    Write,
+    Sync,
+    Rename,
+    Read,
+}
+
+#[derive(Clone, Default)]
+pub struct Io {
+    #[cfg(test)]
+    pub(crate) faults: Option<std::sync::Arc<FaultPlan>>,
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Io")
+    }
+}
+
+/// What an injected fault does.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    NoSpace,
+    Eio,
+    /// Writes only part of the buffer (then the next call fails with ENOSPC).
+    ShortWrite,
+}
+
+/// Fails chosen calls: the `n`th call (counting from 1) of an operation kind, or every call
+/// of a kind while `always` holds it. Counters are global to the plan.
+#[cfg(test)]
+#[derive(Default)]
+pub struct FaultPlan {
+    state: parking_lot::Mutex<PlanState>,
+}
+
+#[cfg(test)]
+#[derive(Default)]
+struct PlanState {
+    counts: std::collections::HashMap<Op, u64>,
+    nth: Vec<(Op, u64, Fault)>,
+    always: std::collections::HashMap<Op, Fault>,
+    injected: u64,
+}
+
+#[cfg(test)]
+impl FaultPlan {
+    pub fn new() -> std::sync::Arc<FaultPlan> {
+        std::sync::Arc::new(FaultPlan::default())
+    }
+
+    /// Fail the `n`th call of `op` from now on (1 = the next one).
+    pub fn fail_nth(&self, op: Op, n: u64, fault: Fault) {
+        let mut s = self.state.lock();
+        let base = s.counts.get(&op).copied().unwrap_or(0);
+        s.nth.push((op, base + n, fault));
+    }
+
+    /// Fail every call of `op` until [`FaultPlan::heal`].
+    pub fn fail_always(&self, op: Op, fault: Fault) {
+        self.state.lock().always.insert(op, fault);
+    }
+
+    pub fn heal(&self) {
+        let mut s = self.state.lock();
+        s.always.clear();
+        s.nth.clear();
+    }
+
+    pub fn injected(&self) -> u64 {
+        self.state.lock().injected
+    }
+
+    fn check(&self, op: Op) -> Option<Fault> {
+        let mut s = self.state.lock();
+        let c = s.counts.entry(op).or_insert(0);
+        *c += 1;
+        let now = *c;
+        let hit = if let Some(f) = s.always.get(&op) {
+            Some(*f)
+        } else if let Some(i) = s.nth.iter().position(|&(o, n, _)| o == op && n == now) {
+            Some(s.nth.swap_remove(i).2)
+        } else {
+            None
+        };
+        if hit.is_some() {
+            s.injected += 1;
+        }
+        hit
+    }
+}
+
+#[cfg(test)]
+fn fault_error(f: Fault) -> io::Error {
+    match f {
+        Fault::NoSpace | Fault::ShortWrite => io::Error::from_raw_os_error(libc::ENOSPC),
+        Fault::Eio => io::Error::from_raw_os_error(libc::EIO),
+    }
+}
+
+impl Io {
+    #[cfg(test)]
+    pub(crate) fn with_faults(plan: std::sync::Arc<FaultPlan>) -> Io {
+        Io { faults: Some(plan) }
+    }
+
+    #[inline]
+    fn fault(&self, _op: Op) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(f) = self.faults.as_ref().and_then(|p| p.check(_op)) {
+            if f != Fault::ShortWrite || _op != Op::Write {
+                return Err(fault_error(f));
+            }
+        }
+        Ok(())
+    }
+
+    /// Open a segment for reading and writing, creating it if needed.
+    pub fn open_rw(&self, path: &Path, create: bool) -> io::Result<File> {
+        if create {
+            self.fault(Op::Create)?;
+        }
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)
+    }
+
+    /// Reserve disk blocks for `[offset, offset + len)` without changing the file's size,
+    /// so writes into the range cannot run out of space. `Ok(false)` when the file system
+    /// cannot reserve (then writes allocate as they go and may fail with ENOSPC).
+    pub fn allocate(&self, file: &File, offset: u64, len: u64) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        self.fault(Op::Allocate)?;
+        if len == 0 {
+            return Ok(true);
+        }
+        loop {
+            match fallocate_keep_size(file.as_raw_fd(), offset, len) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+                    ) =>
+                {
+                    return Ok(false)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Write all of `buf` at `offset`. On error, part of it may have been written.
+    pub fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(f) = self.faults.as_ref().and_then(|p| p.check(Op::Write)) {
+            if f == Fault::ShortWrite && buf.len() > 1 {
+                file.write_all_at(&buf[..buf.len() / 2], offset)?;
+            }
+            return Err(fault_error(f));
+        }
+        file.write_all_at(buf, offset)
+    }
+
+    pub fn read_at(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.fault(Op::Read)?;
+        file.read_at(buf, offset)
+    }
+
+    /// fdatasync: written data (and the size needed to read it) reaches stable storage.
+    pub fn sync_data(&self, file: &File) -> io::Result<()> {
+        self.fault(Op::Sync)?;
+        file.sync_data()
+    }
+
+    pub fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+
+    /// Make directory entries (a new or removed file) durable.
+    pub fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.fault(Op::Sync)?;
+        File::open(dir)?.sync_all()
+    }
+
+    pub fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.fault(Op::Write)?;
+        std::fs::write(path, bytes)
+    }
+
+    pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.fault(Op::Rename)?;
+        std::fs::rename(from, to)
+    }
+}
+
+/// `fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, len)`.
+fn fallocate_keep_size(fd: std::os::fd::RawFd, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    // SAFETY: fallocate reads no memory of ours; a bad descriptor is an error, not UB.
+    let rc = unsafe { libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, off, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Is this the error of a full disk (or quota)?
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
