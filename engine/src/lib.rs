@@ -340,7 +340,11 @@ fn sync_round(inner: &Inner, all: bool) -> Result<()> {
             None => Ok(()),
         };
         match &r {
-            Ok(()) => {}
+            Ok(()) => {
+                if work.as_ref().is_some_and(|w| !w.segments.is_empty()) {
+                    t.core.clear_sync_fault();
+                }
+            }
             Err(e) => {
                 // fsyncgate: the kernel may have dropped the data this sync was for, and
                 // a later sync would not say so. The waiters fail, the segment is
@@ -365,9 +369,6 @@ fn sync_round(inner: &Inner, all: bool) -> Result<()> {
             // Cursors stay as last persisted: they must not point past records that
             // may not be on disk.
             continue;
-        }
-        if work.is_some_and(|w| !w.segments.is_empty()) {
-            t.core.clear_sync_fault();
         }
         // Cursors and the watermark after the log: a persisted read position never
         // points past records that are not yet on disk... except memory-only ones,

@@ -406,7 +406,10 @@ impl Log {
     /// then [`SyncWork::run`] without it.
     pub(crate) fn take_sync_work(&mut self) -> SyncWork {
         let mut segments = std::mem::take(&mut self.sealed);
-        if let Some(w) = &self.writer {
+        // A poisoned segment's failure was reported when it happened; syncing it again
+        // would prove nothing (see `SegmentWriter`), and nothing new is written to it.
+        segments.retain(|h| !h.is_poisoned());
+        if let Some(w) = self.writer.as_ref().filter(|w| !w.is_poisoned()) {
             segments.push(w.sync_handle());
         }
         SyncWork {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result};
-use crate::log::{ScanItem, SegmentScanner, StoredRecord, SEGMENT_SUFFIX};
+use crate::log::{ScanItem, SegmentScanner, StoredRecord};
 use crate::meta::ChannelMeta;
 
 /// A channel's cursor as last persisted.
@@ -117,19 +117,7 @@ impl DataDir {
     }
 
     pub fn segment_paths(&self, t: &TopicDir) -> Result<Vec<(u64, PathBuf)>> {
-        let mut v = Vec::new();
-        for e in std::fs::read_dir(&t.path).at(&t.path)? {
-            let e = e.at(&t.path)?;
-            let name = e.file_name().to_string_lossy().to_string();
-            if let Some(first) = name
-                .strip_suffix(SEGMENT_SUFFIX)
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                v.push((first, e.path()));
-            }
-        }
-        v.sort();
-        Ok(v)
+        crate::log::list_segments(&t.path)
     }
 
     /// Scan every segment: sizes, record counts, and every bad record with its offset.
@@ -161,20 +149,18 @@ impl DataDir {
                         s.last_seq = Some(record.header.seq);
                         s.used_bytes = sc.offset;
                     }
-                    ScanItem::Corrupt {
-                        offset,
-                        skip,
-                        reason,
-                    } => {
+                    ScanItem::Corrupt { offset, reason, .. } => {
                         s.corrupt.push(Corruption {
                             path: path.clone(),
                             offset,
                             reason,
                         });
-                        if skip.is_none() {
+                        // Continue with the next valid record after the damage, as the
+                        // engine's recovery does.
+                        let lo = s.last_seq.map_or(first, |l| l + 1);
+                        if sc.resync(offset, lo..u64::MAX)?.is_none() {
                             break;
                         }
-                        s.used_bytes = sc.offset;
                     }
                     ScanItem::End { .. } => break,
                 }
@@ -202,7 +188,7 @@ impl DataDir {
         let start = segs
             .partition_point(|(first, _)| *first <= from)
             .saturating_sub(1);
-        for (_, path) in &segs[start..] {
+        for &(first, ref path) in &segs[start..] {
             let file = File::open(path).at(path)?;
             let size = file.metadata().at(path)?.len();
             let mut sc = SegmentScanner::new(&file, path, size, 0);
@@ -217,8 +203,12 @@ impl DataDir {
                             return Ok(());
                         }
                     }
-                    ScanItem::Corrupt { skip: Some(_), .. } => {}
-                    ScanItem::Corrupt { .. } | ScanItem::End { .. } => break,
+                    ScanItem::Corrupt { offset, .. } => {
+                        if sc.resync(offset, from.max(first)..u64::MAX)?.is_none() {
+                            break;
+                        }
+                    }
+                    ScanItem::End { .. } => break,
                 }
             }
         }

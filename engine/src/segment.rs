@@ -77,6 +77,10 @@ impl SyncHandle {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
 }
 
 impl SegmentWriter {

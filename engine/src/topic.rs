@@ -992,10 +992,13 @@ impl Channel {
         let start = out.len();
         let mut c = self.cursor.lock();
         while out.len() - start < max {
-            let Some(seq) = c.replay.pop_front() else {
+            let Some(&seq) = c.replay.front() else {
                 break;
             };
-            match self.core.read_one(seq)? {
+            // Taken off the replay list only once it was read: a read error leaves it there.
+            let found = self.core.read_one(seq)?;
+            c.replay.pop_front();
+            match found {
                 Some(m) => out.push(m),
                 None => {
                     c.outstanding.remove(&seq);
