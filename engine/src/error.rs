@@ -23,7 +23,11 @@ pub enum Error {
     #[error("topic {0} was deleted")]
     Deleted(String),
     #[error("topic {topic} holds {bytes} bytes on disk, its limit is {limit} (--max-bytes-per-topic); publish again once consumers catch up")]
-    TopicFull { topic: String, bytes: u64, limit: u64 },
+    TopicFull {
+        topic: String,
+        bytes: u64,
+        limit: u64,
+    },
 }
 
 impl Error {

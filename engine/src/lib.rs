@@ -408,13 +408,7 @@ fn gc_round(inner: &Inner) {
                 tracing::debug!(topic = %t.name(), moved = n, "stragglers relocated");
                 // The copies and the cursors that point at them reach stable storage before
                 // any segment holding the originals can go.
-                let work = t
-                    .core
-                    .state
-                    .lock()
-                    .log
-                    .as_mut()
-                    .map(|l| l.take_sync_work());
+                let work = t.core.state.lock().log.as_mut().map(|l| l.take_sync_work());
                 let r = work
                     .map_or(Ok(()), |w| w.run(&inner.io))
                     .and_then(|_| t.persist_channels(false))

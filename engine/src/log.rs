@@ -200,8 +200,7 @@ impl<'a> SegmentScanner<'a> {
                         self.ensure(total)?;
                     }
                     let rel = (at - self.chunk_start) as usize;
-                    if let Decoded::Record { .. } = record::decode(&self.chunk[rel..], max_total)
-                    {
+                    if let Decoded::Record { .. } = record::decode(&self.chunk[rel..], max_total) {
                         self.offset = at;
                         return Ok(Some(at));
                     }
@@ -329,7 +328,11 @@ impl Log {
         Log::open_with(&Io::default(), dir, max_bytes)
     }
 
-    pub(crate) fn open_with(io: &Io, dir: &Path, max_bytes: usize) -> Result<(Log, RecoveryReport)> {
+    pub(crate) fn open_with(
+        io: &Io,
+        dir: &Path,
+        max_bytes: usize,
+    ) -> Result<(Log, RecoveryReport)> {
         std::fs::create_dir_all(dir).at(dir)?;
         let names = list_segments(dir)?;
         let mut report = RecoveryReport {

@@ -153,7 +153,9 @@ impl SegmentWriter {
                 self.reserved = from + RESERVE_MIN;
                 Ok(())
             }
-            Ok(false) => Err(std::io::Error::other("file system cannot reserve space")).at(&self.path),
+            Ok(false) => {
+                Err(std::io::Error::other("file system cannot reserve space")).at(&self.path)
+            }
             Err(e) => Err(e).at(&self.path),
         }
     }

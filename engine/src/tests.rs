@@ -447,7 +447,11 @@ mod faults {
     use crate::fs::{Fault, FaultPlan, Op as IoOp};
 
     fn body_index(m: &crate::Message) -> Option<usize> {
-        std::str::from_utf8(&m.body).ok()?.strip_prefix('m')?.parse().ok()
+        std::str::from_utf8(&m.body)
+            .ok()?
+            .strip_prefix('m')?
+            .parse()
+            .ok()
     }
 
     #[test]

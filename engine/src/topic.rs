@@ -90,6 +90,10 @@ pub struct TopicStats {
     pub next_seq: u64,
     pub segments: usize,
     pub log_bytes: u64,
+    /// Damaged places recovery skipped when the topic was opened.
+    pub corrupt_records: u64,
+    /// The storage error the topic is in now, if any.
+    pub storage_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -363,18 +367,14 @@ impl TopicCore {
         self.leave_fault(FaultKind::Write);
     }
 
-    /// A sync of new data succeeded: any fault is over.
+    /// A sync of new data succeeded: a sync fault is over.
     pub(crate) fn clear_sync_fault(&self) {
         self.leave_fault(FaultKind::Sync);
     }
 
-    fn leave_fault(&self, upto: FaultKind) {
+    fn leave_fault(&self, kind: FaultKind) {
         let mut f = self.fault.lock();
-        let clears = match f.as_ref() {
-            Some((FaultKind::Write, _)) => true,
-            Some((FaultKind::Sync, _)) => upto == FaultKind::Sync,
-            None => false,
-        };
+        let clears = f.as_ref().is_some_and(|(k, _)| *k == kind);
         if clears {
             if let Some((_, was)) = f.take() {
                 tracing::info!(topic = %self.name, was = %was, "storage error cleared");
@@ -693,8 +693,13 @@ impl Topic {
         self.core.floors.write().insert(id, ch.floor_pos.clone());
         channels.insert(name.to_string(), ch.clone());
         drop(channels);
-        self.persist_meta()?;
-        self.persist_channel(&ch)?;
+        // Creating a channel promises nothing about durability: if its cursor cannot be
+        // written now (a full disk), the sync thread writes it later (it is dirty), and
+        // consumers are served meanwhile.
+        if let Err(e) = self.persist_meta().and_then(|_| self.persist_channel(&ch)) {
+            tracing::warn!(topic = %self.core.name, channel = %name, error = %e, "channel created in memory; its cursor will be persisted when the disk allows");
+            ch.dirty.store(true, Ordering::Release);
+        }
         Ok(ch)
     }
 
@@ -738,7 +743,9 @@ impl Topic {
             st.mem.clear();
             st.start_seq = st.next_seq;
             let floor = st.start_seq;
-            st.log.as_mut().map(|log| (log.dir().to_path_buf(), log.detach_below(floor)))
+            st.log
+                .as_mut()
+                .map(|log| (log.dir().to_path_buf(), log.detach_below(floor)))
         };
         self.persist_meta()?;
         if let Some((dir, paths)) = gone {
@@ -757,6 +764,7 @@ impl Topic {
     }
 
     pub fn stats(&self) -> TopicStats {
+        let storage_error = self.core.fault();
         let no_channels = self.channels.read().is_empty();
         let st = self.core.state.lock();
         let mem_front = st.mem_front();
@@ -770,6 +778,7 @@ impl Topic {
             next_seq: st.next_seq,
             segments,
             log_bytes,
+            corrupt_records: self.recovery.corrupt_records,
             ..Default::default()
         };
         if no_channels {
@@ -782,6 +791,7 @@ impl Topic {
             s.depth = st.next_seq.saturating_sub(oldest);
             s.backend_depth = mem_front.saturating_sub(oldest);
         }
+        s.storage_error = storage_error;
         s
     }
 

@@ -252,13 +252,8 @@ async fn publish_to(
     if nsqd.exiting.load(Ordering::Acquire) {
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"));
     }
-    let opts = nsqd.opts();
-    let t = nsqd
-        .get_topic(topic)
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
-    let durable = opts.sync_every <= 1 && !t.is_ephemeral();
-    let wait = t
-        .publish(bodies, deliver_at, durable)
+    let (_, wait) = nsqd
+        .publish(topic, bodies, deliver_at, true)
         .map_err(|e| publish_error(topic, &e))?;
     if let Some(w) = wait {
         match w.await {

@@ -188,8 +188,34 @@ impl Nsqd {
         Ok(c)
     }
 
+    /// The one publish path of TCP and HTTP: store `bodies` on `topic` (created on first
+    /// use). A publish that loses a race with a delete of the same topic goes to the topic
+    /// created after it, as in NSQ, instead of failing.
+    pub fn publish(
+        &self,
+        topic: &str,
+        bodies: Vec<bytes::Bytes>,
+        deliver_at_ms: u64,
+        durable_if_sync_every_1: bool,
+    ) -> Result<(Arc<Topic>, Option<crate::topic::DurableWait>), engine::Error> {
+        let mut attempt = 0;
+        loop {
+            let t = self.get_topic(topic)?;
+            let durable =
+                durable_if_sync_every_1 && self.opts().sync_every <= 1 && !t.is_ephemeral();
+            match t.publish(bodies.clone(), deliver_at_ms, durable) {
+                Err(engine::Error::Deleted(_)) if attempt < 3 => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(w) => return Ok((t, w)),
+            }
+        }
+    }
+
     pub fn delete_topic(&self, name: &str) -> Result<bool, engine::Error> {
-        let Some(t) = self.topics.write().remove(name) else {
+        // The registry stays locked until the engine has let go of the topic too, so a
+        // topic of the same name created meanwhile is a new one, not the dying one.
+        let mut topics = self.topics.write();
+        let Some(t) = topics.remove(name) else {
             return Ok(false);
         };
         t.deleted.store(true, Ordering::Release);
@@ -200,6 +226,7 @@ impl Nsqd {
             }
         }
         self.engine.delete_topic(name)?;
+        drop(topics);
         if let Some(l) = self.lookup.get() {
             l.unregister(Registration::Topic(name.to_string()));
         }

@@ -750,15 +750,10 @@ impl Conn {
         if self.nsqd.exiting.load(Ordering::Acquire) {
             return Err(ClientError::fatal(&code, format!("{cmd} failed exiting")));
         }
-        let opts = self.nsqd.opts();
-        let topic = self
-            .nsqd
-            .get_topic(&topic_name)
-            .map_err(|e| ClientError::fatal(&code, format!("{cmd} failed {e}")))?;
         let n = bodies.len() as u64;
-        let durable = opts.sync_every <= 1 && !topic.is_ephemeral();
-        let wait = topic
-            .publish(bodies, deliver_at_ms, durable)
+        let (_, wait) = self
+            .nsqd
+            .publish(&topic_name, bodies, deliver_at_ms, true)
             .map_err(|e| ClientError::fatal(&code, format!("{cmd} failed {e}")))?;
         if let Some(wait) = wait {
             // Flush what we owe the client while the fsync runs, then answer.

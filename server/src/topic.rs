@@ -165,6 +165,10 @@ impl Topic {
             message_bytes: self.message_bytes.load(Ordering::Relaxed),
             paused: self.is_paused(),
             e2e_processing_latency: self.e2e.stats(percentiles),
+            disk_bytes: ts.log_bytes,
+            disk_segments: ts.segments,
+            corrupt_records: ts.corrupt_records,
+            storage_error: ts.storage_error.unwrap_or_default(),
         }
     }
 }
@@ -180,4 +184,11 @@ pub struct TopicStats {
     pub message_bytes: u64,
     pub paused: bool,
     pub e2e_processing_latency: LatencyStats,
+    /// Beyond NSQ: bytes of the topic's log on disk and its segment count.
+    pub disk_bytes: u64,
+    pub disk_segments: usize,
+    /// Beyond NSQ: damaged records recovery skipped when the topic was opened.
+    pub corrupt_records: u64,
+    /// Beyond NSQ: the storage error the topic is in ("" when none).
+    pub storage_error: String,
 }

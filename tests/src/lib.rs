@@ -260,7 +260,7 @@ pub struct Nsqd {
     pub data: PathBuf,
     pub extra: Vec<String>,
     /// Keeps the temporary directory alive (unless the caller passed its own data dir).
-    _tmp: Option<tempfile::TempDir>,
+    pub _tmp: Option<tempfile::TempDir>,
 }
 
 impl Nsqd {
