@@ -60,7 +60,6 @@ struct PlanState {
     counts: std::collections::HashMap<Op, u64>,
     nth: Vec<(Op, u64, Fault)>,
     always: std::collections::HashMap<Op, Fault>,
-    injected: u64,
 }
 
 #[cfg(test)]
@@ -87,10 +86,6 @@ impl FaultPlan {
         s.nth.clear();
     }
 
-    pub fn injected(&self) -> u64 {
-        self.state.lock().injected
-    }
-
     fn check(&self, op: Op) -> Option<Fault> {
         let mut s = self.state.lock();
         let c = s.counts.entry(op).or_insert(0);
@@ -103,9 +98,6 @@ impl FaultPlan {
         } else {
             None
         };
-        if hit.is_some() {
-            s.injected += 1;
-        }
         hit
     }
 }
