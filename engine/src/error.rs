@@ -12,6 +12,8 @@ pub enum Error {
     },
     #[error("metadata store: {0}")]
     Meta(#[from] sled::Error),
+    #[error("cannot open the metadata store {path}: {reason}; check that the data directory is writable and that no other nsqd is using it")]
+    MetaUnavailable { path: PathBuf, reason: String },
     #[error("metadata encoding: {0}")]
     Encoding(String),
     #[error("invalid name {0:?}")]

@@ -91,12 +91,13 @@ impl FaultPlan {
         let c = s.counts.entry(op).or_insert(0);
         *c += 1;
         let now = *c;
-        let hit = if let Some(f) = s.always.get(&op) {
-            Some(*f)
-        } else if let Some(i) = s.nth.iter().position(|&(o, n, _)| o == op && n == now) {
-            Some(s.nth.swap_remove(i).2)
-        } else {
-            None
+        let hit = match s.always.get(&op) {
+            Some(f) => Some(*f),
+            None => s
+                .nth
+                .iter()
+                .position(|&(o, n, _)| o == op && n == now)
+                .map(|i| s.nth.swap_remove(i).2),
         };
         hit
     }

@@ -31,8 +31,13 @@ pub(crate) fn open(data_path: &Path) -> Result<Meta> {
             Meta::temporary()?
         }
         Err(e) if !is_damage(&e) => {
-            // Permissions, a lock held by another nsqd, ...: nothing to rebuild; say so.
-            return Err(e);
+            // Permissions, a read-only file system, a lock held by another nsqd, ...:
+            // nothing to rebuild; say so and what to check.
+            let reason = match e {
+                Error::Meta(sled::Error::Io(io)) => io.to_string(),
+                other => other.to_string(),
+            };
+            return Err(Error::MetaUnavailable { path: dir, reason });
         }
         Err(e) => {
             let secs = SystemTime::now()

@@ -196,6 +196,10 @@ pub(crate) struct TopicCore {
     pub(crate) deleted: AtomicBool,
     /// Cursor changes since the last sync round (see `note_dirty`).
     pub(crate) dirty_cursors: AtomicU64,
+    /// `mem_front()` as of the last change, readable without the topic lock: lets a
+    /// channel tell cheaply whether its next read goes to disk (see
+    /// [`Channel::next_needs_disk`]).
+    front_hint: AtomicU64,
     /// The storage error this topic is in, if any (a full disk, a failed write or sync).
     /// Set by the write that hit it, cleared by the next write that succeeds or by the
     /// sync thread's probe; logged once per change, not once per message.
@@ -219,6 +223,11 @@ impl TopicCore {
         while st.mem.front().is_some_and(|m| m.header.seq < min) {
             st.mem.pop_front();
         }
+        self.note_front(&st);
+    }
+
+    fn note_front(&self, st: &TopicState) {
+        self.front_hint.store(st.mem_front(), Ordering::Release);
     }
 
     /// Read up to `max` messages for channel `target` from `from` on; returns the next
@@ -337,6 +346,7 @@ impl TopicCore {
         }
         self.clear_fault();
         st.unsynced += msgs.len() as u64;
+        self.note_front(&st);
         Ok((first..first + msgs.len() as u64).collect())
     }
 
@@ -510,8 +520,10 @@ impl Topic {
             deleted: AtomicBool::new(false),
             dirty_cursors: AtomicU64::new(0),
             fault: Mutex::new(None),
+            front_hint: AtomicU64::new(0),
             io: io.clone(),
         });
+        core.note_front(&core.state.lock());
         let topic = Topic {
             core,
             paused: AtomicBool::new(tm.paused),
@@ -613,10 +625,12 @@ impl Topic {
                         st.mem.pop_back();
                     }
                     st.next_seq = first.max(stored_end);
+                    self.core.note_front(&st);
                     return Err(e);
                 }
                 self.core.clear_fault();
             }
+            self.core.note_front(&st);
             let mut wake = st.unsynced >= self.core.opts.sync_every;
             if ours_on_disk {
                 if let Some(cb) = immediate.take() {
@@ -742,6 +756,7 @@ impl Topic {
             let mut st = self.core.state.lock();
             st.mem.clear();
             st.start_seq = st.next_seq;
+            self.core.note_front(&st);
             let floor = st.start_seq;
             st.log
                 .as_mut()
@@ -807,7 +822,9 @@ impl Topic {
             return Ok(());
         }
         let n = st.mem.len();
-        spill_front(&mut st, n, min_floor).map(|_| ())
+        let r = spill_front(&mut st, n, min_floor).map(|_| ());
+        self.core.note_front(&st);
+        r
     }
 
     /// Persist every channel's cursor (sled + snapshot file). Called by the sync thread.
@@ -985,6 +1002,14 @@ impl Channel {
 
     fn publish_floor(&self, c: &Cursor) {
         self.floor_pos.store(c.floor(), Ordering::Release);
+    }
+
+    /// Would the next [`Channel::next_batch`] read from disk (a replay after a restart, or
+    /// a read position below the memory tail)? A cheap hint, for callers that must not
+    /// block an async worker on disk reads.
+    pub fn next_needs_disk(&self) -> bool {
+        let c = self.cursor.lock();
+        !c.replay.is_empty() || c.read < self.core.front_hint.load(Ordering::Acquire)
     }
 
     pub fn next(&self) -> Result<Option<Message>> {

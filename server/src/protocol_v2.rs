@@ -105,6 +105,7 @@ pub async fn serve(
         auth: None,
         sample_rate: 0,
         scratch: Vec::new(),
+        avg_frame: 256,
     };
     let result = conn.run(shutdown).await;
     match &result {
@@ -137,6 +138,9 @@ struct Conn {
     auth: Option<crate::auth::AuthState>,
     sample_rate: i32,
     scratch: Vec<engine::Message>,
+    /// Average size of the message frames this connection sent (bytes, smoothed): bounds a
+    /// batch by bytes as well as by count, so a big RDY never serialises megabytes at once.
+    avg_frame: usize,
 }
 
 impl Conn {
@@ -781,14 +785,33 @@ impl Conn {
         if room == 0 {
             return Ok(false);
         }
-        // Bound one batch so a big RDY does not build a huge buffer in one go.
-        let batch = room.min(1024);
+        // Bound one batch by count and by bytes (about the output buffer, at least 64 KiB),
+        // so a big RDY does not build a huge buffer in one go: what a connection holds
+        // beyond its in-flight messages stays small even if the client never reads.
+        let budget = self.output_buffer_size.max(64 * 1024);
+        let batch = room.min(1024).min((budget / self.avg_frame.max(1)).max(1));
         let mut msgs = std::mem::take(&mut self.scratch);
         msgs.clear();
-        channel
-            .take(&self.client, batch, topic.is_paused(), &mut msgs)
-            .map_err(|e| format!("reading channel: {e}"))?;
+        let paused = topic.is_paused();
+        let take = |msgs: &mut Vec<engine::Message>| {
+            channel
+                .take(&self.client, batch, paused, msgs)
+                .map_err(|e| format!("reading channel: {e}"))
+        };
+        // Reads that go to disk run with the worker handed over to the runtime's blocking
+        // pool, so other connections (and /ping) are not stalled behind a slow disk.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread && channel.cursor.next_needs_disk() {
+            tokio::task::block_in_place(|| take(&mut msgs))?;
+        } else {
+            take(&mut msgs)?;
+        }
         let got = msgs.len();
+        let bytes: usize = msgs.iter().map(|m| m.body.len() + 34).sum();
+        if let Some(avg) = bytes.checked_div(got) {
+            self.avg_frame = (self.avg_frame * 3 + avg) / 4;
+        }
         for m in &msgs {
             if self.sample_rate > 0 && rand::random::<u32>() % 100 >= self.sample_rate as u32 {
                 // Sampled out: NSQ drops it for this client; we finish it so it is not

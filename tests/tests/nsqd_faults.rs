@@ -484,3 +484,113 @@ fn create_delete_and_publish_races_never_answer_5xx() {
     }
     assert_eq!(ping(&nsqd).0, 200, "races do not make the node unhealthy");
 }
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// One consumer subscribes to a 200 MB backlog on disk with RDY 2500 and never reads its
+/// socket: what nsqd holds for it stays bounded, and other requests stay fast.
+#[test]
+fn a_stuck_consumer_on_a_big_backlog_costs_little_memory() {
+    let nsqd = Nsqd::start(&["--mem-queue-size=0", "--sync-every=100000"]).unwrap();
+    create_channel(&nsqd);
+    let mut p = RawConn::connect(nsqd.tcp).unwrap();
+    let big = body(0, 10_000);
+    for _ in 0..200 {
+        let refs: Vec<&[u8]> = (0..100).map(|_| big.as_slice()).collect();
+        p.cmd("MPUB t", Some(&mpub_body(&refs))).unwrap();
+        p.expect_response("OK").unwrap();
+    }
+    let pid = nsqd.daemon.pid();
+    let before = rss_bytes(pid);
+    let stuck = subscriber(&nsqd, 2500);
+    // Let nsqd push until the socket is full and the in-flight count stops growing.
+    let in_flight = || -> u64 {
+        let s = nsqd.stats().unwrap();
+        s["topics"][0]["channels"][0]["in_flight_count"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut last = u64::MAX;
+    wait_until(Duration::from_secs(20), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = in_flight();
+        let settled = now > 0 && now == last;
+        last = now;
+        settled
+    });
+    let mut pings = Vec::new();
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        assert_eq!(ping(&nsqd).0, 200);
+        pings.push(t.elapsed());
+    }
+    pings.sort();
+    let after = rss_bytes(pid);
+    let growth = after.saturating_sub(before);
+    assert!(
+        growth < 64 << 20,
+        "RSS grew by {} MiB ({} -> {} MiB) with {} in flight",
+        growth >> 20,
+        before >> 20,
+        after >> 20,
+        last
+    );
+    assert!(
+        pings[pings.len() / 2] < Duration::from_millis(50),
+        "/ping stays fast: median {:?}, max {:?}",
+        pings[pings.len() / 2],
+        pings[pings.len() - 1]
+    );
+    eprintln!(
+        "stuck consumer: RSS {} -> {} MiB, {} in flight, /ping median {:?}",
+        before >> 20,
+        after >> 20,
+        last,
+        pings[pings.len() / 2]
+    );
+    drop(stuck.stream.shutdown(std::net::Shutdown::Both));
+}
+
+/// A data directory on a read-only file system: nsqd refuses to start with one clear line
+/// that names the path and says what to check (it never panics or starts empty).
+#[test]
+fn a_read_only_data_directory_is_refused_clearly() {
+    let mut nsqd = Nsqd::start(&["--mem-queue-size=0"]).unwrap();
+    publish_batch(&nsqd, 0, 10);
+    nsqd.daemon.terminate(Duration::from_secs(20)).unwrap();
+    let data = nsqd.data.clone();
+    let bind = |args: &[&str]| {
+        let out = Command::new("mount").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "this test needs to bind-mount (run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let d = data.to_str().unwrap();
+    bind(&["--bind", d, d]);
+    bind(&["-o", "remount,ro,bind", d]);
+    let out = Command::new(nsq_blackbox_tests::bin("nsqd"))
+        .arg(format!("--data-path={d}"))
+        .arg("--tcp-address=127.0.0.1:0")
+        .arg("--http-address=127.0.0.1:0")
+        .output()
+        .unwrap();
+    let _ = Command::new("umount").arg(d).status();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        text.contains("Read-only file system") && text.contains(&format!("{d}/meta")),
+        "{text}"
+    );
+    assert!(text.contains("writable"), "says what to check: {text}");
+}
