@@ -15,6 +15,7 @@ pub mod meta;
 mod meta_recovery;
 pub mod reader;
 pub mod record;
+mod seal;
 mod segment;
 mod topic;
 

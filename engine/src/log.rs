@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::Io;
 use crate::record::{self, Decoded, RecordHeader, HEADER_LEN};
+use crate::seal;
 use crate::segment::{SegmentWriter, SyncHandle};
 
 pub const INDEX_EVERY: u64 = 64;
@@ -225,6 +226,11 @@ pub struct RecoveryReport {
     pub skipped_bytes: u64,
     /// Bytes cut from the end of the last segment (torn or corrupt tail).
     pub truncated_bytes: u64,
+    /// Segments recovery read record by record (the one being written, and sealed ones
+    /// without a valid summary); the others were loaded from their summaries.
+    pub scanned_segments: usize,
+    /// Bytes recovery read record by record.
+    pub scanned_bytes: u64,
 }
 
 pub struct SegmentInfo {
@@ -241,6 +247,16 @@ pub struct SegmentInfo {
 }
 
 impl SegmentInfo {
+    fn summary(&self) -> seal::Summary {
+        seal::Summary {
+            first_seq: self.first_seq,
+            end_seq: self.end_seq,
+            records: self.records,
+            len: self.len,
+            index: self.index.clone(),
+        }
+    }
+
     fn note_record(&mut self, seq: u64, offset: u64, total: u64) {
         if self.records.is_multiple_of(INDEX_EVERY) {
             self.index.push((seq, offset));
@@ -511,7 +527,11 @@ impl Log {
         let cap = self.max_bytes.max(need);
         let w = SegmentWriter::open(&self.io, &path, 0, cap)?;
         if let Some(old) = self.writer.take() {
-            self.sealed.push(old.seal());
+            let summary = self
+                .segments
+                .last()
+                .map(|info| (seal::path_for(&info.path), seal::encode(&info.summary())));
+            self.sealed.push(old.seal(summary));
         }
         self.dir_dirty = true;
         self.segments.push(SegmentInfo {
@@ -667,6 +687,7 @@ pub(crate) fn remove_segments(io: &Io, dir: &Path, paths: &[PathBuf]) -> Result<
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).at(p),
         }
+        let _ = std::fs::remove_file(seal::path_for(p));
     }
     io.sync_dir(dir).at(dir)
 }
@@ -693,6 +714,31 @@ fn recover_segment(
         records: 0,
         index: Vec::new(),
     };
+    let summary_path = seal::path_for(path);
+    if !is_last {
+        let summary = std::fs::read(&summary_path)
+            .ok()
+            .and_then(|b| seal::decode(&b))
+            .filter(|s| {
+                s.first_seq == first
+                    && s.len <= file_len
+                    && s.end_seq <= next_first
+                    && (s.records == 0 || last_seq.is_none_or(|l| s.first_seq > l))
+            });
+        if let Some(s) = summary {
+            info.len = s.len;
+            info.end_seq = s.end_seq;
+            info.records = s.records;
+            info.index = s.index;
+            if info.records > 0 {
+                *last_seq = Some(info.end_seq - 1);
+            }
+            return Ok(info);
+        }
+    }
+    report.scanned_segments += 1;
+    report.scanned_bytes += file_len;
+    let corrupt_before = report.corrupt_records;
     let file = info.file.clone();
     let mut sc = SegmentScanner::new(&file, path, file_len, 0).with_io(io);
     // Where the damage after the last valid record started, if any.
@@ -743,6 +789,19 @@ fn recover_segment(
         } else {
             report.corrupt_records += 1;
             report.skipped_bytes += bytes;
+        }
+    }
+    if !is_last && report.corrupt_records == corrupt_before {
+        // A clean sealed segment without a summary (written by an older version, or its
+        // summary was lost): write it now so the next start need not scan it.
+        let bytes = seal::encode(&info.summary());
+        let tmp = summary_path.with_extension("idx.tmp");
+        if io
+            .write_file(&tmp, &bytes)
+            .and_then(|_| io.rename(&tmp, &summary_path))
+            .is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
         }
     }
     Ok(info)

@@ -51,6 +51,8 @@ pub(crate) struct SyncHandle {
     /// For a sealed segment: cut the file to this length after syncing (returns the
     /// unused reservation to the file system).
     trim_to: Option<u64>,
+    /// For a sealed segment: its summary (see `seal.rs`), written once its data is synced.
+    summary: Option<Arc<(PathBuf, Vec<u8>)>>,
 }
 
 impl SyncHandle {
@@ -70,6 +72,19 @@ impl SyncHandle {
         if let Some(len) = self.trim_to {
             // Only gives back reserved blocks past the data; failing is harmless.
             let _ = self.io.set_len(&self.file, len);
+        }
+        if let Some(summary) = &self.summary {
+            // Best effort: without it the next start scans this segment.
+            let (path, bytes) = summary.as_ref();
+            let tmp = path.with_extension("idx.tmp");
+            let written = self
+                .io
+                .write_file(&tmp, bytes)
+                .and_then(|_| self.io.rename(&tmp, path));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "could not write a segment summary");
+                let _ = std::fs::remove_file(&tmp);
+            }
         }
         Ok(())
     }
@@ -183,14 +198,16 @@ impl SegmentWriter {
             io: self.io.clone(),
             poisoned: self.poisoned.clone(),
             trim_to: None,
+            summary: None,
         }
     }
 
     /// Stop writing here. Returns the handle the sync thread uses to make the rest of it
     /// durable and trim the reservation (no disk work happens on the caller's thread).
-    pub(crate) fn seal(self) -> SyncHandle {
+    pub(crate) fn seal(self, summary: Option<(PathBuf, Vec<u8>)>) -> SyncHandle {
         let mut h = self.sync_handle();
         h.trim_to = (self.reserved > self.pos).then_some(self.pos);
+        h.summary = summary.map(Arc::new);
         h
     }
 }

@@ -308,14 +308,32 @@ impl TopicCore {
     /// Append copies of `msgs` at the tail, targeted at channel `target`, keeping their ids,
     /// timestamps, deliver times and attempts. The memory tail goes to the log first so the
     /// log stays a prefix of the sequence. Returns the copies' sequences.
-    fn append_relocated(&self, msgs: &[Message], target: u32) -> Result<Vec<u64>> {
+    ///
+    /// If the append fails part-way, the copies that reached the log are returned with the
+    /// error: the caller must account for them (they are in the log, targeted at it).
+    fn append_relocated(&self, msgs: &[Message], target: u32) -> (Vec<u64>, Option<Error>) {
+        match self.try_append_relocated(msgs, target) {
+            Ok(v) => (v, None),
+            Err((v, e)) => (v, Some(e)),
+        }
+    }
+
+    fn try_append_relocated(
+        &self,
+        msgs: &[Message],
+        target: u32,
+    ) -> std::result::Result<Vec<u64>, (Vec<u64>, Error)> {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
         let min_floor = self.min_floor();
         let mut st = self.state.lock();
         let n = st.mem.len();
-        spill_front(&mut st, n, min_floor).inspect_err(|e| self.set_fault(e))?;
+        if let Err(e) = spill_front(&mut st, n, min_floor) {
+            self.set_fault(&e);
+            self.note_front(&st);
+            return Err((Vec::new(), e));
+        }
         let first = st.next_seq;
         let copies: Vec<(RecordHeader, &[u8])> = msgs
             .iter()
@@ -335,14 +353,17 @@ impl TopicCore {
             })
             .collect();
         let Some(log) = st.log.as_mut() else {
-            return Err(Error::Closed);
+            return Err((Vec::new(), Error::Closed));
         };
         let r = log.append(copies.iter().map(|(h, b)| (*h, *b)));
         // Copies that reached the log keep their sequences even if the rest failed.
-        st.next_seq = st.next_seq.max(st.log.as_ref().map_or(0, |l| l.end_seq()));
+        let stored_end = log.end_seq();
+        st.next_seq = st.next_seq.max(stored_end);
         if let Err(e) = r {
             self.set_fault(&e);
-            return Err(e);
+            self.note_front(&st);
+            let written = (first..stored_end.clamp(first, first + msgs.len() as u64)).collect();
+            return Err((written, e));
         }
         self.clear_fault();
         st.unsynced += msgs.len() as u64;
@@ -1159,7 +1180,8 @@ impl Channel {
                 }
             }
         }
-        let new_seqs = self.core.append_relocated(&found, self.id)?;
+        let (new_seqs, failed) = self.core.append_relocated(&found, self.id);
+        let moved = new_seqs.len();
         for (m, n) in found.iter().zip(new_seqs) {
             c.outstanding.remove(&m.seq);
             c.outstanding.insert(n);
@@ -1179,7 +1201,10 @@ impl Channel {
         c.replay = replay.into();
         self.publish_floor(&c);
         self.dirty.store(true, Ordering::Release);
-        Ok(found.len())
+        match failed {
+            None => Ok(moved),
+            Some(e) => Err(e),
+        }
     }
 
     pub fn stats(&self) -> ChannelStats {
