@@ -16,18 +16,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::Io;
+pub use crate::layout::{list_segments, segment_name, SEGMENT_SUFFIX};
 use crate::record::{self, Decoded, RecordHeader, HEADER_LEN};
 use crate::seal;
 use crate::segment::{SegmentWriter, SyncHandle};
 
 pub const INDEX_EVERY: u64 = 64;
 const READ_CHUNK: usize = 256 * 1024;
-pub const SEGMENT_SUFFIX: &str = ".seg";
-
-pub fn segment_name(first_seq: u64) -> String {
-    format!("{first_seq:020}{SEGMENT_SUFFIX}")
-}
-
 /// One record as stored, with its body shared from the read buffer (no copy).
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
@@ -305,24 +300,6 @@ impl SyncWork {
         }
         first_err.map_or(Ok(()), Err)
     }
-}
-
-/// List the segment files of a log directory as (first sequence, path), ascending. Files
-/// that are not segments are ignored.
-pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut names: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir).at(dir)? {
-        let entry = entry.at(dir)?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(first) = name
-            .strip_suffix(SEGMENT_SUFFIX)
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            names.push((first, entry.path()));
-        }
-    }
-    names.sort();
-    Ok(names)
 }
 
 pub struct Log {

@@ -7,47 +7,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{IoContext, Result};
+use crate::layout::topic_dir_name;
+pub use crate::layout::CursorSnapshot;
 use crate::log::{ScanItem, SegmentScanner, StoredRecord};
-use crate::meta::ChannelMeta;
-
-/// A channel's cursor as last persisted.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CursorSnapshot {
-    pub channel: String,
-    pub id: u32,
-    pub paused: bool,
-    pub read: u64,
-    pub ack_floor: u64,
-    pub unacked: Vec<(u64, u64)>,
-    /// Relocated copies at or past `read` that the reader skips (see DESIGN: stragglers).
-    #[serde(default)]
-    pub ahead: Vec<u64>,
-}
-
-impl CursorSnapshot {
-    pub(crate) fn from_meta(channel: &str, m: &ChannelMeta) -> CursorSnapshot {
-        CursorSnapshot {
-            channel: channel.to_string(),
-            id: m.id,
-            paused: m.paused,
-            read: m.read,
-            ack_floor: m.ack_floor,
-            unacked: m.unacked.clone(),
-            ahead: m.ahead.clone(),
-        }
-    }
-
-    pub(crate) fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-
-    pub fn unacked_count(&self) -> u64 {
-        self.unacked.iter().map(|(a, b)| b - a).sum()
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct TopicDir {
@@ -105,10 +68,7 @@ impl DataDir {
     }
 
     pub fn topic(&self, name: &str) -> Result<TopicDir> {
-        let path = self
-            .path
-            .join("topics")
-            .join(crate::topic::topic_dir_name(name));
+        let path = self.path.join("topics").join(topic_dir_name(name));
         std::fs::metadata(&path).at(&path)?;
         Ok(TopicDir {
             name: name.to_string(),

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::log::SEGMENT_SUFFIX;
+use crate::layout::SEGMENT_SUFFIX;
 
 const MAGIC: &[u8; 8] = b"NSQRSIDX";
 const VERSION: u32 = 1;

@@ -410,7 +410,7 @@ proptest! {
                 }
                 Op::Gc => {
                     drop((c, t));
-                    crate::gc_round(&e.inner);
+                    crate::sync::gc_round(&e.inner);
                 }
                 Op::Restart => {
                     drop((c, t));
@@ -485,7 +485,7 @@ mod faults {
         assert!(idx.len() >= 50);
         // Space comes back: the sync thread's probe clears the fault without a publish.
         plan.heal();
-        crate::gc_round(&e.inner);
+        crate::sync::gc_round(&e.inner);
         assert!(e.faults().is_empty(), "{:?}", e.faults());
         t.publish(msgs(1000, 1), None).unwrap();
         e.close().unwrap();
@@ -682,8 +682,8 @@ mod faults {
                             }
                         }
                     }
-                    Step::Gc => crate::gc_round(&e.inner),
-                    Step::Sync => { let _ = crate::sync_round(&e.inner, false); }
+                    Step::Gc => crate::sync::gc_round(&e.inner),
+                    Step::Sync => { let _ = crate::sync::sync_round(&e.inner, false); }
                     Step::Fault(o, n, f) => {
                         let op = [IoOp::Create, IoOp::Allocate, IoOp::Write, IoOp::Sync, IoOp::Rename, IoOp::Read][o as usize];
                         let fault = [Fault::NoSpace, Fault::Eio, Fault::ShortWrite][f as usize];

@@ -1,113 +1,45 @@
-//! Topics and channels.
+//! Topics: the memory tail and the log a topic's channels share.
 //!
 //! A topic's messages have consecutive sequence numbers. The log holds a prefix of them,
 //! memory (`mem`) the newest suffix: at most `mem_queue_size` messages; beyond that the
-//! oldest spill to the log. A message every channel has read past leaves memory without
-//! touching disk. A channel is a cursor: `read` (next sequence to hand out) and
-//! `outstanding` (handed out, not finished); after a restart the persisted outstanding
-//! set is handed out again first.
+//! oldest spill to the log. A message every channel has finished leaves memory without
+//! touching disk. Channels (`channel.rs`) are cursors (`cursor.rs`) over both.
+//!
+//! # Lock order
+//!
+//! Locks are taken in this order, never the reverse (a lock may be skipped):
+//!
+//! 1. `Inner::topics` (the engine's registry; `lib.rs`)
+//! 2. `Topic::channels`
+//! 3. the server's per-channel delivery state (outside this crate), then
+//!    `Channel::cursor`
+//! 4. `TopicCore::floors`
+//! 5. `TopicCore::state` (the memory tail and the log)
+//! 6. `Topic::next_channel_id`, `TopicCore::fault`
+//!
+//! Disk work that may block (segment syncs, GC unlinks, summary writes) runs on the sync
+//! thread (`sync.rs`) without `state`: it takes the work under the lock and does it after.
+//! What still runs under `state` on the caller's thread: `pwrite` of appended records,
+//! `pread` of records read back from the log, and creating a segment file at a roll.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::error::{Error, IoContext, Result};
+use crate::channel::Channel;
+use crate::error::{Error, Result};
 use crate::fs::Io;
+use crate::layout::{channel_snapshot_name, topic_dir_name, write_snapshot};
 use crate::log::{Log, ReadHint, RecoveryReport, StoredRecord};
-use crate::meta::{to_ranges, ChannelMeta, Meta, TopicMeta};
+use crate::meta::{Meta, TopicMeta};
 use crate::record::{message_id, RecordHeader};
-use crate::SyncSignal;
-
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    pub mem_queue_size: usize,
-    pub max_bytes_per_file: u64,
-    pub sync_every: u64,
-    pub sync_timeout: Duration,
-    /// Refuse publishes to a topic whose log holds this many bytes (0 = no bound).
-    pub max_bytes_per_topic: u64,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            mem_queue_size: 10000,
-            max_bytes_per_file: 100 * 1024 * 1024,
-            sync_every: 2500,
-            sync_timeout: Duration::from_secs(2),
-            max_bytes_per_topic: 0,
-        }
-    }
-}
-
-pub struct NewMessage {
-    pub body: Bytes,
-    /// Unix milliseconds before which the message must not be delivered (0 = now).
-    pub deliver_at_ms: u64,
-}
-
-/// A message as handed to a channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub seq: u64,
-    pub id: [u8; 16],
-    pub timestamp_ns: i64,
-    pub deliver_at_ms: u64,
-    pub attempts: u16,
-    pub body: Bytes,
-}
-
-impl Message {
-    fn from_record(h: &RecordHeader, body: Bytes) -> Message {
-        Message {
-            seq: h.seq,
-            id: h.id,
-            timestamp_ns: h.timestamp_ns,
-            deliver_at_ms: h.deliver_at_ms,
-            attempts: h.attempts,
-            body,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Published {
-    pub first_seq: u64,
-    pub count: usize,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct TopicStats {
-    /// Messages waiting in the topic for a first channel (0 once channels exist).
-    pub depth: u64,
-    pub mem_depth: u64,
-    pub backend_depth: u64,
-    pub next_seq: u64,
-    pub segments: usize,
-    pub log_bytes: u64,
-    /// Damaged places recovery skipped when the topic was opened.
-    pub corrupt_records: u64,
-    /// The storage error the topic is in now, if any.
-    pub storage_error: Option<String>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ChannelStats {
-    /// Messages not yet handed out (including ones to hand out again after a restart).
-    pub depth: u64,
-    /// The part of `depth` that is on disk only.
-    pub backend_depth: u64,
-    pub ack_floor: u64,
-    pub read: u64,
-    pub outstanding: u64,
-}
-
-pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;
+use crate::sync::SyncSignal;
+use crate::types::{DurableCallback, EngineOptions, Message, NewMessage, Published, TopicStats};
 
 struct MemRecord {
     header: RecordHeader,
@@ -122,11 +54,11 @@ pub(crate) struct TopicState {
     pub(crate) unsynced: u64,
     pub(crate) last_sync: Instant,
     pub(crate) waiters: Vec<DurableCallback>,
-    start_seq: u64,
+    pub(crate) start_seq: u64,
 }
 
 impl TopicState {
-    fn mem_front(&self) -> u64 {
+    pub(crate) fn mem_front(&self) -> u64 {
         self.mem
             .front()
             .map(|m| m.header.seq)
@@ -199,7 +131,7 @@ pub(crate) struct TopicCore {
     /// `mem_front()` as of the last change, readable without the topic lock: lets a
     /// channel tell cheaply whether its next read goes to disk (see
     /// [`Channel::next_needs_disk`]).
-    front_hint: AtomicU64,
+    pub(crate) front_hint: AtomicU64,
     /// The storage error this topic is in, if any (a full disk, a failed write or sync).
     /// Set by the write that hit it, cleared by the next write that succeeds or by the
     /// sync thread's probe; logged once per change, not once per message.
@@ -217,7 +149,7 @@ impl TopicCore {
     }
 
     /// Drop from memory what every channel has finished.
-    fn trim_mem(&self) {
+    pub(crate) fn trim_mem(&self) {
         let Some(min) = self.min_floor() else { return };
         let mut st = self.state.lock();
         while st.mem.front().is_some_and(|m| m.header.seq < min) {
@@ -232,7 +164,7 @@ impl TopicCore {
 
     /// Read up to `max` messages for channel `target` from `from` on; returns the next
     /// position.
-    fn read_from(
+    pub(crate) fn read_from(
         &self,
         from: u64,
         max: usize,
@@ -282,7 +214,7 @@ impl TopicCore {
     }
 
     /// The one record at `seq`, if it still exists.
-    fn read_one(&self, seq: u64) -> Result<Option<Message>> {
+    pub(crate) fn read_one(&self, seq: u64) -> Result<Option<Message>> {
         let st = self.state.lock();
         let mem_front = st.mem_front();
         if seq < st.start_seq {
@@ -311,7 +243,11 @@ impl TopicCore {
     ///
     /// If the append fails part-way, the copies that reached the log are returned with the
     /// error: the caller must account for them (they are in the log, targeted at it).
-    fn append_relocated(&self, msgs: &[Message], target: u32) -> (Vec<u64>, Option<Error>) {
+    pub(crate) fn append_relocated(
+        &self,
+        msgs: &[Message],
+        target: u32,
+    ) -> (Vec<u64>, Option<Error>) {
         match self.try_append_relocated(msgs, target) {
             Ok(v) => (v, None),
             Err((v, e)) => (v, Some(e)),
@@ -440,7 +376,7 @@ impl TopicCore {
 
     /// A cursor changed (FIN and the like): counted without the topic lock, which readers
     /// and publishers need far more.
-    fn note_dirty(&self) {
+    pub(crate) fn note_dirty(&self) {
         let n = self.dirty_cursors.fetch_add(1, Ordering::AcqRel) + 1;
         if n == self.opts.sync_every.max(1) {
             self.signal.wake();
@@ -455,7 +391,7 @@ impl TopicCore {
     /// Drop memory the channels finished, but only every `TRIM_STEP` sequences of floor
     /// movement: trimming takes the topic lock, and doing it per FIN costs more than the
     /// few messages it would free sooner.
-    fn maybe_trim(&self, floor: u64, last: &AtomicU64) {
+    pub(crate) fn maybe_trim(&self, floor: u64, last: &AtomicU64) {
         const TRIM_STEP: u64 = 128;
         let prev = last.load(Ordering::Relaxed);
         if floor >= prev + TRIM_STEP || floor < prev {
@@ -479,15 +415,6 @@ fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
-}
-
-/// Directory names carry a prefix so that names like `..` stay inside the data directory.
-pub fn topic_dir_name(topic: &str) -> String {
-    format!("t_{topic}")
-}
-
-pub fn channel_snapshot_name(channel: &str) -> String {
-    format!("c_{channel}.json")
 }
 
 impl Topic {
@@ -917,315 +844,6 @@ impl Topic {
         self.core.deleted.store(true, Ordering::Release);
         for c in self.channels.read().values() {
             c.deleted.store(true, Ordering::Release);
-        }
-    }
-}
-
-fn write_snapshot(io: &Io, topic_dir: &Path, channel: &str, cm: &ChannelMeta) -> Result<()> {
-    let dir = topic_dir.join("channels");
-    std::fs::create_dir_all(&dir).at(&dir)?;
-    let path = dir.join(channel_snapshot_name(channel));
-    let tmp = dir.join(format!(".{}.tmp", channel_snapshot_name(channel)));
-    let json = crate::reader::CursorSnapshot::from_meta(channel, cm).to_json();
-    io.write_file(&tmp, json.as_bytes()).at(&tmp)?;
-    io.rename(&tmp, &path).at(&path)?;
-    Ok(())
-}
-
-struct Cursor {
-    read: u64,
-    /// Handed out and not finished (below `read`, plus relocated copies at or past it).
-    outstanding: BTreeSet<u64>,
-    /// To hand out again first (after a restart), ascending.
-    replay: VecDeque<u64>,
-    hint: ReadHint,
-    /// Relocated copies at or past `read`: already handed out (as their old sequence), so
-    /// the reader skips them.
-    ahead: BTreeSet<u64>,
-    /// Old sequence -> relocated copy, for FINs of messages handed out before the move.
-    alias: HashMap<u64, u64>,
-}
-
-impl Cursor {
-    /// Lowest sequence this channel still needs.
-    fn floor(&self) -> u64 {
-        self.outstanding
-            .first()
-            .copied()
-            .map_or(self.read, |f| f.min(self.read))
-    }
-}
-
-pub struct Channel {
-    name: String,
-    pub(crate) id: u32,
-    ephemeral: bool,
-    core: Arc<TopicCore>,
-    paused: AtomicBool,
-    /// Lowest unfinished sequence (outstanding's first, else read), shared with the topic.
-    floor_pos: Arc<AtomicU64>,
-    cursor: Mutex<Cursor>,
-    dirty: AtomicBool,
-    deleted: AtomicBool,
-    /// Floor at the last memory trim (see `TopicCore::maybe_trim`).
-    last_trim: AtomicU64,
-}
-
-impl Channel {
-    fn new(core: &Arc<TopicCore>, name: &str, id: u32, start: u64, ephemeral: bool) -> Channel {
-        Channel {
-            name: name.to_string(),
-            id,
-            ephemeral,
-            core: core.clone(),
-            paused: AtomicBool::new(false),
-            floor_pos: Arc::new(AtomicU64::new(start)),
-            cursor: Mutex::new(Cursor {
-                read: start,
-                outstanding: BTreeSet::new(),
-                replay: VecDeque::new(),
-                hint: ReadHint::default(),
-                ahead: BTreeSet::new(),
-                alias: HashMap::new(),
-            }),
-            dirty: AtomicBool::new(true),
-            deleted: AtomicBool::new(false),
-            last_trim: AtomicU64::new(start),
-        }
-    }
-
-    fn restore(core: &Arc<TopicCore>, name: &str, cm: ChannelMeta) -> Channel {
-        let ch = Channel::new(core, name, cm.id, cm.read, false);
-        ch.paused.store(cm.paused, Ordering::Relaxed);
-        {
-            let mut c = ch.cursor.lock();
-            c.ahead = cm.ahead.iter().copied().filter(|&s| s >= cm.read).collect();
-            for (a, b) in cm.unacked {
-                for s in a..b {
-                    if s < cm.read || c.ahead.contains(&s) {
-                        c.outstanding.insert(s);
-                        c.replay.push_back(s);
-                    }
-                }
-            }
-            ch.publish_floor(&c);
-        }
-        ch
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn is_ephemeral(&self) -> bool {
-        self.ephemeral
-    }
-
-    fn publish_floor(&self, c: &Cursor) {
-        self.floor_pos.store(c.floor(), Ordering::Release);
-    }
-
-    /// Would the next [`Channel::next_batch`] read from disk (a replay after a restart, or
-    /// a read position below the memory tail)? A cheap hint, for callers that must not
-    /// block an async worker on disk reads.
-    pub fn next_needs_disk(&self) -> bool {
-        let c = self.cursor.lock();
-        !c.replay.is_empty() || c.read < self.core.front_hint.load(Ordering::Acquire)
-    }
-
-    pub fn next(&self) -> Result<Option<Message>> {
-        let mut v = Vec::with_capacity(1);
-        self.next_batch(1, &mut v)?;
-        Ok(v.pop())
-    }
-
-    /// Append up to `max` messages to hand out to `out`: first those to deliver again
-    /// after a restart, then new ones. Returns how many were added.
-    pub fn next_batch(&self, max: usize, out: &mut Vec<Message>) -> Result<usize> {
-        if self.deleted.load(Ordering::Acquire) {
-            return Ok(0);
-        }
-        let start = out.len();
-        let mut c = self.cursor.lock();
-        while out.len() - start < max {
-            let Some(&seq) = c.replay.front() else {
-                break;
-            };
-            // Taken off the replay list only once it was read: a read error leaves it there.
-            let found = self.core.read_one(seq)?;
-            c.replay.pop_front();
-            match found {
-                Some(m) => out.push(m),
-                None => {
-                    c.outstanding.remove(&seq);
-                    self.publish_floor(&c);
-                    self.dirty.store(true, Ordering::Release);
-                }
-            }
-        }
-        while out.len() - start < max {
-            let room = max - (out.len() - start);
-            let before = out.len();
-            let from = c.read;
-            let mut hint = c.hint;
-            let next = self.core.read_from(from, room, self.id, &mut hint, out)?;
-            c.hint = hint;
-            if !c.ahead.is_empty() {
-                // Relocated copies of messages already handed out are not new.
-                let read = out.split_off(before);
-                out.extend(read.into_iter().filter(|m| !c.ahead.contains(&m.seq)));
-                c.ahead = c.ahead.split_off(&next);
-            }
-            for m in &out[before..] {
-                c.outstanding.insert(m.seq);
-            }
-            if next == from {
-                break;
-            }
-            c.read = next;
-            self.publish_floor(&c);
-            self.dirty.store(true, Ordering::Release);
-        }
-        Ok(out.len() - start)
-    }
-
-    /// FIN: `seq` is finished.
-    pub fn ack(&self, seq: u64) -> Result<()> {
-        let (removed, floor_moved, floor) = {
-            let mut c = self.cursor.lock();
-            let seq = c.alias.remove(&seq).unwrap_or(seq);
-            let before = c.floor();
-            let removed = c.outstanding.remove(&seq);
-            let floor = c.floor();
-            if floor != before {
-                self.publish_floor(&c);
-            }
-            (removed, floor != before, floor)
-        };
-        if floor_moved {
-            self.core.maybe_trim(floor, &self.last_trim);
-        }
-        if removed && !self.ephemeral {
-            self.dirty.store(true, Ordering::Release);
-            self.core.note_dirty();
-        }
-        Ok(())
-    }
-
-    /// Everything up to the topic's end is finished.
-    pub fn empty(&self) -> Result<()> {
-        let end = self.core.state.lock().next_seq;
-        {
-            let mut c = self.cursor.lock();
-            c.outstanding.clear();
-            c.replay.clear();
-            c.ahead.clear();
-            c.alias.clear();
-            c.read = end;
-            c.hint = ReadHint::default();
-            self.publish_floor(&c);
-        }
-        self.dirty.store(true, Ordering::Release);
-        self.core.trim_mem();
-        self.core.note_dirty();
-        Ok(())
-    }
-
-    pub fn set_paused(&self, paused: bool) -> Result<()> {
-        self.paused.store(paused, Ordering::Release);
-        self.dirty.store(true, Ordering::Release);
-        self.core.note_dirty();
-        Ok(())
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Acquire)
-    }
-
-    fn ack_floor(&self) -> u64 {
-        self.cursor.lock().floor()
-    }
-
-    fn snapshot(&self) -> ChannelMeta {
-        let c = self.cursor.lock();
-        ChannelMeta {
-            id: self.id,
-            paused: self.is_paused(),
-            read: c.read,
-            ack_floor: c.floor(),
-            unacked: to_ranges(c.outstanding.iter().copied()),
-            ahead: c.ahead.iter().copied().collect(),
-        }
-    }
-
-    /// Move this channel's unfinished messages below `boundary` to the tail of the log as
-    /// copies targeted at this channel, so they stop pinning old segments. Only when the
-    /// channel has read past `boundary` and there are at most `max` of them. Returns how
-    /// many moved.
-    fn relocate_stragglers(&self, boundary: u64, max: usize) -> Result<usize> {
-        let mut c = self.cursor.lock();
-        if c.read < boundary {
-            return Ok(0);
-        }
-        let old: Vec<u64> = c.outstanding.range(..boundary).copied().collect();
-        if old.is_empty() || old.len() > max {
-            return Ok(0);
-        }
-        let mut found = Vec::with_capacity(old.len());
-        for s in old {
-            match self.core.read_one(s)? {
-                Some(m) => found.push(m),
-                None => {
-                    c.outstanding.remove(&s); // gone (emptied): nothing to keep
-                }
-            }
-        }
-        let (new_seqs, failed) = self.core.append_relocated(&found, self.id);
-        let moved = new_seqs.len();
-        for (m, n) in found.iter().zip(new_seqs) {
-            c.outstanding.remove(&m.seq);
-            c.outstanding.insert(n);
-            c.ahead.insert(n);
-            for v in c.alias.values_mut() {
-                if *v == m.seq {
-                    *v = n;
-                }
-            }
-            c.alias.insert(m.seq, n);
-            if let Some(r) = c.replay.iter_mut().find(|r| **r == m.seq) {
-                *r = n;
-            }
-        }
-        let mut replay: Vec<u64> = c.replay.drain(..).collect();
-        replay.sort_unstable();
-        c.replay = replay.into();
-        self.publish_floor(&c);
-        self.dirty.store(true, Ordering::Release);
-        match failed {
-            None => Ok(moved),
-            Some(e) => Err(e),
-        }
-    }
-
-    pub fn stats(&self) -> ChannelStats {
-        let (read, replay, outstanding, floor) = {
-            let c = self.cursor.lock();
-            (
-                c.read,
-                c.replay.len() as u64,
-                c.outstanding.len() as u64,
-                c.floor(),
-            )
-        };
-        let st = self.core.state.lock();
-        let mem_front = st.mem_front();
-        let from = read.max(st.start_seq);
-        ChannelStats {
-            depth: st.next_seq.saturating_sub(from) + replay,
-            backend_depth: mem_front.saturating_sub(from) + replay,
-            ack_floor: floor,
-            read,
-            outstanding,
         }
     }
 }

@@ -1,0 +1,243 @@
+//! A channel of a topic: a cursor over the topic's log (see `cursor.rs`) plus what the
+//! topic needs to know of it (its floor, for trimming memory and GC).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::cursor::Cursor;
+use crate::error::Result;
+use crate::meta::ChannelMeta;
+use crate::topic::TopicCore;
+use crate::types::{ChannelStats, Message};
+
+pub struct Channel {
+    pub(crate) name: String,
+    pub(crate) id: u32,
+    pub(crate) ephemeral: bool,
+    core: Arc<TopicCore>,
+    paused: AtomicBool,
+    /// Lowest unfinished sequence (outstanding's first, else read), shared with the topic.
+    pub(crate) floor_pos: Arc<AtomicU64>,
+    cursor: Mutex<Cursor>,
+    /// Changed since last persisted.
+    pub(crate) dirty: AtomicBool,
+    pub(crate) deleted: AtomicBool,
+    /// Floor at the last memory trim (see `TopicCore::maybe_trim`).
+    last_trim: AtomicU64,
+}
+
+impl Channel {
+    pub(crate) fn new(
+        core: &Arc<TopicCore>,
+        name: &str,
+        id: u32,
+        start: u64,
+        ephemeral: bool,
+    ) -> Channel {
+        Channel {
+            name: name.to_string(),
+            id,
+            ephemeral,
+            core: core.clone(),
+            paused: AtomicBool::new(false),
+            floor_pos: Arc::new(AtomicU64::new(start)),
+            cursor: Mutex::new(Cursor::at(start)),
+            dirty: AtomicBool::new(true),
+            deleted: AtomicBool::new(false),
+            last_trim: AtomicU64::new(start),
+        }
+    }
+
+    pub(crate) fn restore(core: &Arc<TopicCore>, name: &str, cm: ChannelMeta) -> Channel {
+        let ch = Channel::new(core, name, cm.id, cm.read, false);
+        ch.paused.store(cm.paused, Ordering::Relaxed);
+        {
+            let mut c = ch.cursor.lock();
+            *c = Cursor::restore(&cm);
+            ch.publish_floor(&c);
+        }
+        ch
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    fn publish_floor(&self, c: &Cursor) {
+        self.floor_pos.store(c.floor(), Ordering::Release);
+    }
+
+    /// Would the next [`Channel::next_batch`] read from disk (a replay after a restart, or
+    /// a read position below the memory tail)? A cheap hint, for callers that must not
+    /// block an async worker on disk reads.
+    pub fn next_needs_disk(&self) -> bool {
+        let c = self.cursor.lock();
+        !c.replay.is_empty() || c.read < self.core.front_hint.load(Ordering::Acquire)
+    }
+
+    pub fn next(&self) -> Result<Option<Message>> {
+        let mut v = Vec::with_capacity(1);
+        self.next_batch(1, &mut v)?;
+        Ok(v.pop())
+    }
+
+    /// Append up to `max` messages to hand out to `out`: first those to deliver again
+    /// after a restart, then new ones. Returns how many were added.
+    pub fn next_batch(&self, max: usize, out: &mut Vec<Message>) -> Result<usize> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        let start = out.len();
+        let mut c = self.cursor.lock();
+        while out.len() - start < max {
+            let Some(&seq) = c.replay.front() else {
+                break;
+            };
+            // Taken off the replay list only once it was read: a read error leaves it there.
+            let found = self.core.read_one(seq)?;
+            c.replay.pop_front();
+            match found {
+                Some(m) => out.push(m),
+                None => {
+                    c.forget(seq);
+                    self.publish_floor(&c);
+                    self.dirty.store(true, Ordering::Release);
+                }
+            }
+        }
+        while out.len() - start < max {
+            let room = max - (out.len() - start);
+            let before = out.len();
+            let from = c.read;
+            let mut hint = c.hint;
+            let next = self.core.read_from(from, room, self.id, &mut hint, out)?;
+            c.hint = hint;
+            if !c.ahead.is_empty() {
+                // Relocated copies of messages already handed out are not new.
+                let read = out.split_off(before);
+                out.extend(read.into_iter().filter(|m| !c.is_already_handed_out(m.seq)));
+            }
+            c.advance(out[before..].iter().map(|m| m.seq), next);
+            if next == from {
+                break;
+            }
+            self.publish_floor(&c);
+            self.dirty.store(true, Ordering::Release);
+        }
+        Ok(out.len() - start)
+    }
+
+    /// FIN: `seq` is finished.
+    pub fn ack(&self, seq: u64) -> Result<()> {
+        let (removed, floor_moved, floor) = {
+            let mut c = self.cursor.lock();
+            let before = c.floor();
+            let removed = c.finish(seq);
+            let floor = c.floor();
+            if floor != before {
+                self.publish_floor(&c);
+            }
+            (removed, floor != before, floor)
+        };
+        if floor_moved {
+            self.core.maybe_trim(floor, &self.last_trim);
+        }
+        if removed && !self.ephemeral {
+            self.dirty.store(true, Ordering::Release);
+            self.core.note_dirty();
+        }
+        Ok(())
+    }
+
+    /// Everything up to the topic's end is finished.
+    pub fn empty(&self) -> Result<()> {
+        let end = self.core.state.lock().next_seq;
+        {
+            let mut c = self.cursor.lock();
+            c.empty(end);
+            self.publish_floor(&c);
+        }
+        self.dirty.store(true, Ordering::Release);
+        self.core.trim_mem();
+        self.core.note_dirty();
+        Ok(())
+    }
+
+    pub fn set_paused(&self, paused: bool) -> Result<()> {
+        self.paused.store(paused, Ordering::Release);
+        self.dirty.store(true, Ordering::Release);
+        self.core.note_dirty();
+        Ok(())
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn ack_floor(&self) -> u64 {
+        self.cursor.lock().floor()
+    }
+
+    pub(crate) fn snapshot(&self) -> ChannelMeta {
+        self.cursor.lock().to_meta(self.id, self.is_paused())
+    }
+
+    /// Move this channel's unfinished messages below `boundary` to the tail of the log as
+    /// copies targeted at this channel, so they stop pinning old segments. Only when the
+    /// channel has read past `boundary` and there are at most `max` of them. Returns how
+    /// many moved.
+    pub(crate) fn relocate_stragglers(&self, boundary: u64, max: usize) -> Result<usize> {
+        let mut c = self.cursor.lock();
+        let old = c.stragglers(boundary, max);
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let mut found = Vec::with_capacity(old.len());
+        for s in old {
+            match self.core.read_one(s)? {
+                Some(m) => found.push(m),
+                None => c.forget(s), // gone (emptied): nothing to keep
+            }
+        }
+        let (new_seqs, failed) = self.core.append_relocated(&found, self.id);
+        let moved = new_seqs.len();
+        for (m, n) in found.iter().zip(new_seqs) {
+            c.relocated(m.seq, n);
+        }
+        c.sort_replay();
+        self.publish_floor(&c);
+        self.dirty.store(true, Ordering::Release);
+        match failed {
+            None => Ok(moved),
+            Some(e) => Err(e),
+        }
+    }
+
+    pub fn stats(&self) -> ChannelStats {
+        let (read, replay, outstanding, floor) = {
+            let c = self.cursor.lock();
+            (
+                c.read,
+                c.replay.len() as u64,
+                c.outstanding.len() as u64,
+                c.floor(),
+            )
+        };
+        let st = self.core.state.lock();
+        let mem_front = st.mem_front();
+        let from = read.max(st.start_seq);
+        ChannelStats {
+            depth: st.next_seq.saturating_sub(from) + replay,
+            backend_depth: mem_front.saturating_sub(from) + replay,
+            ack_floor: floor,
+            read,
+            outstanding,
+        }
+    }
+}

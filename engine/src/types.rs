@@ -1,0 +1,95 @@
+//! The engine's public value types: options, messages as published and as handed out,
+//! and the figures `stats()` reports.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::record::RecordHeader;
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub mem_queue_size: usize,
+    pub max_bytes_per_file: u64,
+    pub sync_every: u64,
+    pub sync_timeout: Duration,
+    /// Refuse publishes to a topic whose log holds this many bytes (0 = no bound).
+    pub max_bytes_per_topic: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            mem_queue_size: 10000,
+            max_bytes_per_file: 100 * 1024 * 1024,
+            sync_every: 2500,
+            sync_timeout: Duration::from_secs(2),
+            max_bytes_per_topic: 0,
+        }
+    }
+}
+
+pub struct NewMessage {
+    pub body: Bytes,
+    /// Unix milliseconds before which the message must not be delivered (0 = now).
+    pub deliver_at_ms: u64,
+}
+
+/// A message as handed to a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub seq: u64,
+    pub id: [u8; 16],
+    pub timestamp_ns: i64,
+    pub deliver_at_ms: u64,
+    pub attempts: u16,
+    pub body: Bytes,
+}
+
+impl Message {
+    pub(crate) fn from_record(h: &RecordHeader, body: Bytes) -> Message {
+        Message {
+            seq: h.seq,
+            id: h.id,
+            timestamp_ns: h.timestamp_ns,
+            deliver_at_ms: h.deliver_at_ms,
+            attempts: h.attempts,
+            body,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub first_seq: u64,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TopicStats {
+    /// Messages waiting in the topic for a first channel (0 once channels exist).
+    pub depth: u64,
+    pub mem_depth: u64,
+    pub backend_depth: u64,
+    pub next_seq: u64,
+    pub segments: usize,
+    pub log_bytes: u64,
+    /// Damaged places recovery skipped when the topic was opened.
+    pub corrupt_records: u64,
+    /// The storage error the topic is in now, if any.
+    pub storage_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChannelStats {
+    /// Messages not yet handed out (including ones to hand out again after a restart).
+    pub depth: u64,
+    /// The part of `depth` that is on disk only.
+    pub backend_depth: u64,
+    pub ack_floor: u64,
+    pub read: u64,
+    pub outstanding: u64,
+}
+
+pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;
