@@ -98,7 +98,7 @@ fn durable(c: &mut Criterion) {
                         max_bytes_per_file: 64 << 20,
                         sync_every: 1,
                         sync_timeout: Duration::from_secs(2),
-                        max_bytes_per_topic: 0,
+                        ..EngineOptions::default()
                     },
                 )
                 .unwrap();

@@ -9,8 +9,9 @@ use parking_lot::Mutex;
 use crate::cursor::Cursor;
 use crate::error::Result;
 use crate::meta::ChannelMeta;
+use crate::topic::trim_to_bytes;
 use crate::topic::TopicCore;
-use crate::types::{ChannelStats, Message};
+use crate::types::{ChannelStats, Message, RewindTo};
 
 pub struct Channel {
     pub(crate) name: String,
@@ -131,6 +132,48 @@ impl Channel {
             self.dirty.store(true, Ordering::Release);
         }
         Ok(out.len() - start)
+    }
+
+    /// Move this channel's read position (see [`RewindTo`]); returns the sequence it reads
+    /// from next. The caller persists it ([`crate::Topic::rewind_channel`] does).
+    pub(crate) fn rewind(&self, to: RewindTo) -> Result<u64> {
+        let seq = self.core.resolve(to)?;
+        {
+            let mut c = self.cursor.lock();
+            c.rewind(seq);
+            self.publish_floor(&c);
+        }
+        self.dirty.store(true, Ordering::Release);
+        self.core.trim_mem();
+        Ok(seq)
+    }
+
+    /// The next `n` messages this channel would hand out (at most `max_bytes` of bodies),
+    /// without handing them out, finishing or counting them.
+    pub fn peek(&self, n: usize, max_bytes: usize) -> Result<Vec<Message>> {
+        let c = self.cursor.lock();
+        let mut out = Vec::new();
+        for &seq in c.replay.iter().take(n) {
+            if let Some(m) = self.core.read_one(seq)? {
+                out.push(m);
+            }
+        }
+        let mut hint = c.hint;
+        let mut from = c.read;
+        while out.len() < n {
+            let before = out.len();
+            let next = self
+                .core
+                .read_from(from, n - out.len(), self.id, &mut hint, &mut out)?;
+            let read = out.split_off(before);
+            out.extend(read.into_iter().filter(|m| !c.is_already_handed_out(m.seq)));
+            if next == from {
+                break;
+            }
+            from = next;
+        }
+        trim_to_bytes(&mut out, max_bytes);
+        Ok(out)
     }
 
     /// FIN: `seq` is finished.

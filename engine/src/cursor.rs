@@ -96,6 +96,13 @@ impl Cursor {
         self.outstanding.remove(&seq)
     }
 
+    /// Move the read position to `seq` (back to replay history, or forward to skip).
+    /// Messages handed out and not finished stay outstanding and are handled as before.
+    pub(crate) fn rewind(&mut self, seq: u64) {
+        self.read = seq;
+        self.hint = ReadHint::default();
+    }
+
     /// Channel empty: everything up to `end` is finished.
     pub(crate) fn empty(&mut self, end: u64) {
         *self = Cursor::at(end);

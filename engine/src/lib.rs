@@ -37,7 +37,8 @@ pub use error::{Error, Result};
 pub use log::RecoveryReport;
 pub use topic::Topic;
 pub use types::{
-    ChannelStats, DurableCallback, EngineOptions, Message, NewMessage, Published, TopicStats,
+    ChannelStats, DurableCallback, EngineOptions, Message, NewMessage, Published, RewindTo,
+    TopicStats,
 };
 
 use error::IoContext;

@@ -237,6 +237,10 @@ pub struct SegmentInfo {
     /// One past the last sequence in it (== first_seq when empty).
     pub end_seq: u64,
     pub records: u64,
+    /// Publish time of the first and of the newest record in it (ns; 0 when empty), for
+    /// time retention and for finding where a time starts.
+    pub first_ts: i64,
+    pub last_ts: i64,
     /// (sequence, offset) of every INDEX_EVERY-th record.
     index: Vec<(u64, u64)>,
 }
@@ -248,14 +252,20 @@ impl SegmentInfo {
             end_seq: self.end_seq,
             records: self.records,
             len: self.len,
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
             index: self.index.clone(),
         }
     }
 
-    fn note_record(&mut self, seq: u64, offset: u64, total: u64) {
+    fn note_record(&mut self, seq: u64, ts: i64, offset: u64, total: u64) {
         if self.records.is_multiple_of(INDEX_EVERY) {
             self.index.push((seq, offset));
         }
+        if self.records == 0 {
+            self.first_ts = ts;
+        }
+        self.last_ts = self.last_ts.max(ts);
         self.records += 1;
         self.end_seq = seq + 1;
         self.len = offset + total;
@@ -425,8 +435,8 @@ impl Log {
         let end = self.end_seq();
         let mut buf = std::mem::take(&mut self.encode_buf);
         buf.clear();
-        // (seq, offset in buf, length) of the records in `buf`.
-        let mut pending: Vec<(u64, u64, u64)> = Vec::new();
+        // (seq, timestamp, offset in buf, length) of the records in `buf`.
+        let mut pending: Vec<(u64, i64, u64, u64)> = Vec::new();
         let mut result = Ok(());
         for (h, body) in records {
             if h.seq < end && end > 0 {
@@ -456,7 +466,7 @@ impl Log {
             let at = buf.len();
             buf.resize(at + need, 0);
             record::encode(&mut buf[at..], &h, body);
-            pending.push((h.seq, at as u64, need as u64));
+            pending.push((h.seq, h.timestamp_ns, at as u64, need as u64));
         }
         if result.is_ok() {
             result = self.flush_batch(&buf, &mut pending);
@@ -470,7 +480,7 @@ impl Log {
     }
 
     /// Write the encoded records of `buf` at the writer's end and index them.
-    fn flush_batch(&mut self, buf: &[u8], pending: &mut Vec<(u64, u64, u64)>) -> Result<()> {
+    fn flush_batch(&mut self, buf: &[u8], pending: &mut Vec<(u64, i64, u64, u64)>) -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
@@ -479,8 +489,8 @@ impl Log {
         };
         let base = w.pos();
         w.append(buf)?;
-        for (seq, at, len) in pending.drain(..) {
-            info.note_record(seq, base + at, len);
+        for (seq, ts, at, len) in pending.drain(..) {
+            info.note_record(seq, ts, base + at, len);
         }
         Ok(())
     }
@@ -518,6 +528,8 @@ impl Log {
             len: 0,
             end_seq: first_seq,
             records: 0,
+            first_ts: 0,
+            last_ts: 0,
             index: Vec::new(),
         });
         self.writer = Some(w);
@@ -617,6 +629,69 @@ impl Log {
         gone
     }
 
+    /// Like [`Log::detach_below`], but keeping what retention asks for: a finished segment
+    /// stays while its newest record is younger than `retention` (if set) or while it is
+    /// among the newest segments holding `retention_bytes` (if set). With neither set this
+    /// is `detach_below`.
+    pub(crate) fn detach_finished(
+        &mut self,
+        floor: u64,
+        retention: std::time::Duration,
+        retention_bytes: u64,
+        now_ns: i64,
+    ) -> Vec<PathBuf> {
+        let total: u64 = self.bytes();
+        let mut removed_bytes = 0;
+        let mut gone = Vec::new();
+        while self.segments.len() > 1 && self.segments[0].end_seq <= floor {
+            let seg = &self.segments[0];
+            let young = !retention.is_zero()
+                && now_ns.saturating_sub(seg.last_ts) < retention.as_nanos() as i64;
+            let within_bytes =
+                retention_bytes > 0 && total - removed_bytes - seg.len < retention_bytes;
+            if young || within_bytes {
+                break;
+            }
+            removed_bytes += seg.len;
+            gone.push(self.segments.remove(0).path);
+        }
+        gone
+    }
+
+    /// The first sequence in the log published at or after `ts_ns` (in log order), if any.
+    pub(crate) fn seq_at_time(&self, ts_ns: i64) -> Result<Option<u64>> {
+        for seg in &self.segments {
+            if seg.records == 0 || seg.last_ts < ts_ns {
+                continue;
+            }
+            let mut sc = SegmentScanner::new(&seg.file, &seg.path, seg.len, 0).with_io(&self.io);
+            loop {
+                match sc.next_item()? {
+                    ScanItem::Record { record, .. } => {
+                        if record.header.timestamp_ns >= ts_ns {
+                            return Ok(Some(record.header.seq));
+                        }
+                    }
+                    ScanItem::Corrupt { offset, .. } => {
+                        if sc.resync(offset, seg.first_seq..seg.end_seq)?.is_none() {
+                            break;
+                        }
+                    }
+                    ScanItem::End { .. } => break,
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Publish time of the oldest record kept (ns), if any.
+    pub fn oldest_ts(&self) -> Option<i64> {
+        self.segments
+            .iter()
+            .find(|s| s.records > 0)
+            .map(|s| s.first_ts)
+    }
+
     /// Delete sealed segments whose records are all below `floor`. Returns how many.
     pub fn gc(&mut self, floor: u64) -> Result<usize> {
         let gone = self.detach_below(floor);
@@ -689,6 +764,8 @@ fn recover_segment(
         len: 0,
         end_seq: first,
         records: 0,
+        first_ts: 0,
+        last_ts: 0,
         index: Vec::new(),
     };
     let summary_path = seal::path_for(path);
@@ -706,6 +783,8 @@ fn recover_segment(
             info.len = s.len;
             info.end_seq = s.end_seq;
             info.records = s.records;
+            info.first_ts = s.first_ts;
+            info.last_ts = s.last_ts;
             info.index = s.index;
             if info.records > 0 {
                 *last_seq = Some(info.end_seq - 1);
@@ -741,7 +820,7 @@ fn recover_segment(
                 }
                 *last_seq = Some(seq);
                 let total = sc.offset - offset;
-                info.note_record(seq, offset, total);
+                info.note_record(seq, record.header.timestamp_ns, offset, total);
             }
             ScanItem::Corrupt { offset, reason, .. } => {
                 // Even a record with a plausible length and a bad CRC may have a damaged

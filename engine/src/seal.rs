@@ -9,8 +9,9 @@
 //! crash fails its CRC and the segment is scanned instead. Layout (little endian):
 //!
 //! ```text
-//! magic "NSQRSIDX" | version u32 (1) | first_seq u64 | end_seq u64 | records u64 |
-//! len u64 | entries u32 | (seq u64, offset u64) * entries | crc32 u32 (of all before it)
+//! magic "NSQRSIDX" | version u32 (2) | first_seq u64 | end_seq u64 | records u64 |
+//! len u64 | first_ts i64 | last_ts i64 | entries u32 | (seq u64, offset u64) * entries |
+//! crc32 u32 (of all before it)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,9 @@ use std::path::{Path, PathBuf};
 use crate::layout::SEGMENT_SUFFIX;
 
 const MAGIC: &[u8; 8] = b"NSQRSIDX";
-const VERSION: u32 = 1;
+/// Bytes before the index entries.
+const HEAD: usize = 64;
+const VERSION: u32 = 2;
 pub(crate) const SUFFIX: &str = ".idx";
 
 /// What recovery needs of a sealed segment.
@@ -29,6 +32,9 @@ pub(crate) struct Summary {
     pub records: u64,
     /// Committed length: bytes holding records.
     pub len: u64,
+    /// Publish times (ns) of the first and the newest record.
+    pub first_ts: i64,
+    pub last_ts: i64,
     /// (sequence, offset) of every INDEX_EVERY-th record.
     pub index: Vec<(u64, u64)>,
 }
@@ -44,10 +50,13 @@ pub(crate) fn path_for(segment: &Path) -> PathBuf {
 }
 
 pub(crate) fn encode(s: &Summary) -> Vec<u8> {
-    let mut b = Vec::with_capacity(48 + s.index.len() * 16);
+    let mut b = Vec::with_capacity(HEAD + s.index.len() * 16 + 4);
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
     for v in [s.first_seq, s.end_seq, s.records, s.len] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [s.first_ts, s.last_ts] {
         b.extend_from_slice(&v.to_le_bytes());
     }
     b.extend_from_slice(&(s.index.len() as u32).to_le_bytes());
@@ -70,25 +79,27 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 /// Decode a summary; `None` if it is damaged, of another version, or inconsistent.
 pub(crate) fn decode(b: &[u8]) -> Option<Summary> {
-    if b.len() < 48 || &b[..8] != MAGIC || u32_at(b, 8)? != VERSION {
+    if b.len() < HEAD + 4 || &b[..8] != MAGIC || u32_at(b, 8)? != VERSION {
         return None;
     }
     let body = &b[..b.len() - 4];
     if crc32fast::hash(body) != u32_at(b, b.len() - 4)? {
         return None;
     }
-    let n = u32_at(b, 44)? as usize;
-    if body.len() != 48 + n * 16 {
+    let n = u32_at(b, 60)? as usize;
+    if body.len() != HEAD + n * 16 {
         return None;
     }
     let index = (0..n)
-        .map(|i| Some((u64_at(b, 48 + i * 16)?, u64_at(b, 56 + i * 16)?)))
+        .map(|i| Some((u64_at(b, HEAD + i * 16)?, u64_at(b, HEAD + 8 + i * 16)?)))
         .collect::<Option<Vec<_>>>()?;
     let s = Summary {
         first_seq: u64_at(b, 12)?,
         end_seq: u64_at(b, 20)?,
         records: u64_at(b, 28)?,
         len: u64_at(b, 36)?,
+        first_ts: u64_at(b, 44)? as i64,
+        last_ts: u64_at(b, 52)? as i64,
         index,
     };
     let sane = s.end_seq >= s.first_seq
@@ -113,6 +124,8 @@ mod tests {
             end_seq: 300,
             records: 200,
             len: 12_000,
+            first_ts: 5,
+            last_ts: 9,
             index: vec![(100, 0), (164, 3840), (228, 7680), (292, 11_520)],
         };
         let b = encode(&s);

@@ -207,11 +207,15 @@ pub(crate) fn gc_round(inner: &Inner) {
         }
         let floor = t.gc_floor();
         // Detach under the lock, unlink without it.
+        let opts = &t.core.opts;
+        let now = crate::topic::now_ns();
         let gone = {
             let mut st = t.core.state.lock();
-            st.log
-                .as_mut()
-                .map(|log| (log.dir().to_path_buf(), log.detach_below(floor)))
+            st.log.as_mut().map(|log| {
+                let paths =
+                    log.detach_finished(floor, opts.retention_time, opts.retention_bytes, now);
+                (log.dir().to_path_buf(), paths)
+            })
         };
         if let Some((dir, paths)) = gone {
             match log::remove_segments(&inner.io, &dir, &paths) {

@@ -16,7 +16,7 @@ fn opts(mem: usize, max_bytes: u64, sync_every: u64) -> EngineOptions {
         max_bytes_per_file: max_bytes,
         sync_every,
         sync_timeout: Duration::from_millis(50),
-        max_bytes_per_topic: 0,
+        ..EngineOptions::default()
     }
 }
 
@@ -812,4 +812,153 @@ fn closing_many_topics_creates_no_segments() {
         assert_eq!(drain(&e, &format!("t{k}"), "c").len(), 15);
     }
     e.close().unwrap();
+}
+
+mod retention {
+    //! Retention, rewind, peek and channels that start at the oldest retained message.
+
+    use super::*;
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), &target).unwrap();
+            }
+        }
+    }
+    use crate::RewindTo;
+
+    fn retained(mem: usize, time: Duration, bytes: u64) -> EngineOptions {
+        EngineOptions {
+            retention_time: time,
+            retention_bytes: bytes,
+            ..opts(mem, 4096, 1000)
+        }
+    }
+
+    fn drain_ack(e: &Engine, topic: &str, channel: &str) -> Vec<crate::Message> {
+        let ch = e.topic(topic).unwrap().channel(channel).unwrap();
+        let mut out = Vec::new();
+        while ch.next_batch(1000, &mut out).unwrap() > 0 {}
+        for m in &out {
+            ch.ack(m.seq).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn finished_history_is_kept_and_replayed() {
+        for mem in [0, 5, 10_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let o = retained(mem, Duration::from_secs(3600), 0);
+            let e = Engine::open(dir.path(), o.clone()).unwrap();
+            let t = e.topic("t").unwrap();
+            let c = t.channel("c").unwrap();
+            t.publish(msgs(0, 150), None).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            t.publish(msgs(150, 150), None).unwrap();
+            let first = drain_ack(&e, "t", "c");
+            assert_eq!(first.len(), 300);
+            crate::sync::gc_round(&e.inner);
+            assert!(
+                t.stats().log_bytes > 0,
+                "finished messages kept (mem {mem})"
+            );
+            // Peek shows what SUB then delivers, and changes nothing.
+            assert_eq!(t.rewind_channel("c", RewindTo::Earliest).unwrap(), Some(0));
+            let depth = c.stats().depth;
+            let peeked = c.peek(10, usize::MAX).unwrap();
+            assert_eq!(c.stats().depth, depth);
+            let mut got = Vec::new();
+            c.next_batch(10, &mut got).unwrap();
+            assert_eq!(peeked, got);
+            let again = drain(&e, "t", "c");
+            assert_eq!(
+                got.len() + again.len(),
+                300,
+                "replayed from the start (mem {mem})"
+            );
+            // To a time: exactly the messages published since.
+            let t150 = first[150].timestamp_ns;
+            t.rewind_channel("c", RewindTo::Time(t150)).unwrap();
+            let since = drain(&e, "t", "c");
+            assert_eq!(bodies(&since[..1]), vec!["m150"]);
+            assert_eq!(since.len(), 150);
+            // Latest skips everything queued.
+            t.rewind_channel("c", RewindTo::Seq(100)).unwrap();
+            t.rewind_channel("c", RewindTo::Latest).unwrap();
+            assert!(drain(&e, "t", "c").is_empty());
+            // A new channel can start at the oldest retained message.
+            let d = t.channel_from("d", true).unwrap();
+            let mut hist = Vec::new();
+            while d.next_batch(1000, &mut hist).unwrap() > 0 {}
+            assert_eq!(hist.len(), 300);
+            e.close().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_rewind_is_persisted_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = retained(0, Duration::from_secs(3600), 0);
+        {
+            let e = Engine::open(dir.path(), o.clone()).unwrap();
+            let t = e.topic("t").unwrap();
+            t.channel("c").unwrap();
+            t.publish(msgs(0, 200), None).unwrap();
+            drain_ack(&e, "t", "c");
+            e.close().unwrap();
+        }
+        let crashed = tempfile::tempdir().unwrap();
+        {
+            let e = reopen(dir.path(), o.clone());
+            let t = e.topic("t").unwrap();
+            t.rewind_channel("c", RewindTo::Seq(50)).unwrap();
+            // A crash right after the answer: the files as they are now, without a close
+            // or another sync round.
+            copy_dir(dir.path(), crashed.path());
+            e.close().unwrap();
+        }
+        let e = reopen(crashed.path(), o);
+        let got = drain(&e, "t", "c");
+        assert_eq!(got.len(), 150);
+        assert_eq!(bodies(&got[..1]), vec!["m50"]);
+    }
+
+    #[test]
+    fn retention_limits_delete_what_is_outside_them() {
+        // Bytes: the newest ~8 KiB of finished history stays.
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path(), retained(0, Duration::ZERO, 8192)).unwrap();
+        let t = e.topic("t").unwrap();
+        t.channel("c").unwrap();
+        t.publish(msgs(0, 1000), None).unwrap();
+        let before = t.stats().log_bytes;
+        drain_ack(&e, "t", "c");
+        crate::sync::gc_round(&e.inner);
+        let kept = t.stats().log_bytes;
+        assert!(
+            (8192..8192 + 3 * 4096).contains(&kept) && kept < before,
+            "{kept}"
+        );
+        e.close().unwrap();
+        // Time: history older than the retention goes.
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path(), retained(0, Duration::from_millis(50), 0)).unwrap();
+        let t = e.topic("t").unwrap();
+        t.channel("c").unwrap();
+        t.publish(msgs(0, 1000), None).unwrap();
+        drain_ack(&e, "t", "c");
+        crate::sync::gc_round(&e.inner);
+        assert!(t.stats().segments > 3, "young: kept");
+        std::thread::sleep(Duration::from_millis(80));
+        crate::sync::gc_round(&e.inner);
+        assert_eq!(t.stats().segments, 1, "old: deleted");
+        e.close().unwrap();
+    }
 }

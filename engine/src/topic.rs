@@ -39,7 +39,9 @@ use crate::log::{Log, ReadHint, RecoveryReport, StoredRecord};
 use crate::meta::{Meta, TopicMeta};
 use crate::record::{message_id, RecordHeader};
 use crate::sync::SyncSignal;
-use crate::types::{DurableCallback, EngineOptions, Message, NewMessage, Published, TopicStats};
+use crate::types::{
+    DurableCallback, EngineOptions, Message, NewMessage, Published, RewindTo, TopicStats,
+};
 
 struct MemRecord {
     header: RecordHeader,
@@ -119,7 +121,7 @@ pub(crate) struct TopicCore {
     pub(crate) name: String,
     pub(crate) ephemeral: bool,
     pub(crate) dir: PathBuf,
-    opts: EngineOptions,
+    pub(crate) opts: EngineOptions,
     pub(crate) state: Mutex<TopicState>,
     /// Every channel's ack floor (lowest sequence it has not finished), for deciding
     /// what memory can drop and what must spill.
@@ -152,10 +154,69 @@ impl TopicCore {
     pub(crate) fn trim_mem(&self) {
         let Some(min) = self.min_floor() else { return };
         let mut st = self.state.lock();
-        while st.mem.front().is_some_and(|m| m.header.seq < min) {
-            st.mem.pop_front();
+        if self.retains() {
+            // Finished messages are kept for replay: they leave memory for the log.
+            let n = st.mem.iter().take_while(|m| m.header.seq < min).count();
+            if let Err(e) = spill_front(&mut st, n, None) {
+                self.set_fault(&e);
+            }
+        } else {
+            while st.mem.front().is_some_and(|m| m.header.seq < min) {
+                st.mem.pop_front();
+            }
         }
         self.note_front(&st);
+    }
+
+    /// Does this topic keep finished messages (retention)?
+    pub(crate) fn retains(&self) -> bool {
+        !self.ephemeral && (!self.opts.retention_time.is_zero() || self.opts.retention_bytes > 0)
+    }
+
+    /// The floor below which spilling may skip records (finished by every channel), or
+    /// `None` when every record must reach the log (retention).
+    fn spill_floor(&self) -> Option<u64> {
+        if self.retains() {
+            None
+        } else {
+            self.min_floor()
+        }
+    }
+
+    /// Oldest sequence still stored, retained history included.
+    pub(crate) fn earliest(&self, st: &TopicState) -> u64 {
+        st.log
+            .as_ref()
+            .and_then(|l| if l.is_empty() { None } else { l.start_seq() })
+            .unwrap_or(st.mem_front())
+            .min(st.mem_front())
+            .max(st.start_seq)
+    }
+
+    /// Resolve a rewind target to a sequence.
+    pub(crate) fn resolve(&self, to: RewindTo) -> Result<u64> {
+        let st = self.state.lock();
+        let earliest = self.earliest(&st);
+        let seq = match to {
+            RewindTo::Earliest => earliest,
+            RewindTo::Latest => st.next_seq,
+            RewindTo::Seq(s) => s,
+            RewindTo::Time(t) => {
+                let in_log = match &st.log {
+                    Some(l) => l.seq_at_time(t)?,
+                    None => None,
+                };
+                in_log
+                    .or_else(|| {
+                        st.mem
+                            .iter()
+                            .find(|m| m.header.timestamp_ns >= t)
+                            .map(|m| m.header.seq)
+                    })
+                    .unwrap_or(st.next_seq)
+            }
+        };
+        Ok(seq.clamp(earliest, st.next_seq))
     }
 
     fn note_front(&self, st: &TopicState) {
@@ -262,7 +323,7 @@ impl TopicCore {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
-        let min_floor = self.min_floor();
+        let min_floor = self.spill_floor();
         let mut st = self.state.lock();
         let n = st.mem.len();
         if let Err(e) = spill_front(&mut st, n, min_floor) {
@@ -410,7 +471,22 @@ pub struct Topic {
     pub(crate) recovery: RecoveryReport,
 }
 
-fn now_ns() -> i64 {
+/// Keep the longest prefix whose bodies fit in `max_bytes` (at least one message).
+pub(crate) fn trim_to_bytes(msgs: &mut Vec<Message>, max_bytes: usize) {
+    let mut total = 0;
+    let keep = msgs
+        .iter()
+        .position(|m| {
+            total += m.body.len();
+            total > max_bytes
+        })
+        .unwrap_or(msgs.len())
+        .max(1)
+        .min(msgs.len());
+    msgs.truncate(keep);
+}
+
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -535,7 +611,7 @@ impl Topic {
             return Err(Error::Deleted(self.core.name.clone()));
         }
         let ts = now_ns();
-        let min_floor = self.core.min_floor();
+        let min_floor = self.core.spill_floor();
         let mem_limit = self.core.opts.mem_queue_size;
         let mut immediate = on_durable;
         let (first, count, wake) = {
@@ -618,6 +694,13 @@ impl Topic {
     }
 
     pub fn channel(&self, name: &str) -> Result<Arc<Channel>> {
+        self.channel_from(name, false)
+    }
+
+    /// Get or create a channel; a new one starts at the oldest message still stored
+    /// (retained history included) when `earliest`, else as in NSQ (the first channel gets
+    /// the backlog, later ones only new messages).
+    pub fn channel_from(&self, name: &str, earliest: bool) -> Result<Arc<Channel>> {
         if let Some(c) = self.get_channel(name) {
             return Ok(c);
         }
@@ -637,15 +720,8 @@ impl Topic {
         // The first channel gets the backlog; later ones start at the end, as in NSQ.
         let start = {
             let st = self.core.state.lock();
-            if channels.is_empty() {
-                let log_start =
-                    st.log
-                        .as_ref()
-                        .and_then(|l| if l.is_empty() { None } else { l.start_seq() });
-                log_start
-                    .unwrap_or(st.mem_front())
-                    .min(st.mem_front())
-                    .max(st.start_seq)
+            if channels.is_empty() || earliest {
+                self.core.earliest(&st)
             } else {
                 st.next_seq
             }
@@ -663,6 +739,23 @@ impl Topic {
             ch.dirty.store(true, Ordering::Release);
         }
         Ok(ch)
+    }
+
+    /// Move a channel's read position and persist it before returning (so a restart at any
+    /// moment after the answer keeps it). Returns the sequence it reads from next. Blocks
+    /// on disk (cursor write and metadata flush).
+    pub fn rewind_channel(&self, name: &str, to: RewindTo) -> Result<Option<u64>> {
+        let Some(ch) = self.get_channel(name) else {
+            return Ok(None);
+        };
+        let seq = ch.rewind(to)?;
+        if !ch.ephemeral {
+            self.persist_channel(&ch)?;
+            if let Some(m) = &self.meta {
+                m.flush()?;
+            }
+        }
+        Ok(Some(seq))
     }
 
     pub fn get_channel(&self, name: &str) -> Option<Arc<Channel>> {
@@ -755,7 +848,30 @@ impl Topic {
             s.backend_depth = mem_front.saturating_sub(oldest);
         }
         s.storage_error = storage_error;
+        s.oldest_seq = self.core.earliest(&st);
+        s.oldest_ts = st
+            .log
+            .as_ref()
+            .and_then(|l| l.oldest_ts())
+            .or_else(|| st.mem.front().map(|m| m.header.timestamp_ns))
+            .unwrap_or(0);
         s
+    }
+
+    /// The newest `n` messages of the topic (at most `max_bytes` of bodies), oldest first,
+    /// without touching any channel.
+    pub fn peek_newest(&self, n: usize, max_bytes: usize) -> Result<Vec<Message>> {
+        let from = {
+            let st = self.core.state.lock();
+            st.next_seq
+                .saturating_sub(n as u64)
+                .max(self.core.earliest(&st))
+        };
+        let mut out = Vec::new();
+        let mut hint = crate::log::ReadHint::default();
+        self.core.read_from(from, n, 0, &mut hint, &mut out)?;
+        trim_to_bytes(&mut out, max_bytes);
+        Ok(out)
     }
 
     /// Clean shutdown: write the memory tail that some channel has not finished to the
@@ -764,7 +880,7 @@ impl Topic {
         if self.core.ephemeral {
             return Ok(());
         }
-        let min_floor = self.core.min_floor();
+        let min_floor = self.core.spill_floor();
         let mut st = self.core.state.lock();
         if st.log.is_none() {
             return Ok(());

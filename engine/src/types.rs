@@ -16,6 +16,11 @@ pub struct EngineOptions {
     pub sync_timeout: Duration,
     /// Refuse publishes to a topic whose log holds this many bytes (0 = no bound).
     pub max_bytes_per_topic: u64,
+    /// Keep finished messages this long for replay (0 = delete segments as soon as every
+    /// channel has finished them).
+    pub retention_time: Duration,
+    /// Keep at least the newest this many bytes of finished messages (0 = none).
+    pub retention_bytes: u64,
 }
 
 impl Default for EngineOptions {
@@ -26,6 +31,8 @@ impl Default for EngineOptions {
             sync_every: 2500,
             sync_timeout: Duration::from_secs(2),
             max_bytes_per_topic: 0,
+            retention_time: Duration::ZERO,
+            retention_bytes: 0,
         }
     }
 }
@@ -79,6 +86,9 @@ pub struct TopicStats {
     pub corrupt_records: u64,
     /// The storage error the topic is in now, if any.
     pub storage_error: Option<String>,
+    /// Oldest sequence still stored (retained history included) and its publish time (ns).
+    pub oldest_seq: u64,
+    pub oldest_ts: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -93,3 +103,16 @@ pub struct ChannelStats {
 }
 
 pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// Where to move a channel's cursor (`/channel/rewind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewindTo {
+    /// The oldest message still stored (retained history included).
+    Earliest,
+    /// The end: everything queued is skipped.
+    Latest,
+    /// The first message published at or after this time (Unix ns).
+    Time(i64),
+    /// This sequence (clamped to what is stored).
+    Seq(u64),
+}

@@ -306,6 +306,34 @@ impl Channel {
         Ok(())
     }
 
+    /// The next `n` messages this channel would deliver (requeued ones first), at most
+    /// `max_bytes` of bodies, with the attempts they would be delivered with; nothing is
+    /// handed out, finished or counted.
+    pub fn peek(&self, n: usize, max_bytes: usize) -> Result<Vec<engine::Message>, engine::Error> {
+        let mut out: Vec<engine::Message> = {
+            let st = self.state.lock();
+            st.requeued.iter().take(n).cloned().collect()
+        };
+        if out.len() < n {
+            out.extend(self.cursor.peek(n - out.len(), max_bytes)?);
+        }
+        let mut total = 0;
+        let keep = out
+            .iter()
+            .position(|m| {
+                total += m.body.len();
+                total > max_bytes
+            })
+            .unwrap_or(out.len())
+            .max(1)
+            .min(out.len());
+        out.truncate(keep);
+        for m in &mut out {
+            m.attempts = m.attempts.saturating_add(1);
+        }
+        Ok(out)
+    }
+
     fn take_in_flight(&self, client: &Client, id: &MessageId) -> Result<InFlight, InFlightError> {
         let mut st = self.state.lock();
         match st.in_flight.get(id) {

@@ -102,7 +102,8 @@ pub fn router(nsqd: Shared) -> Router {
             get(move |s, q| admin(s, q, p2.clone())).post(move |s, q| admin(s, q, p3.clone())),
         );
     }
-    r.fallback(not_found)
+    r.merge(crate::http_log::routes())
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(nsqd)
 }
@@ -353,7 +354,14 @@ fn do_admin(nsqd: &Shared, q: Option<String>, path: &str) -> Result<(), ApiError
         _ => {
             let channel_name = params.channel()?;
             if path == "/channel/create" {
-                nsqd.get_channel(&topic, &channel_name).map_err(internal)?;
+                // Beyond NSQ: start=earliest begins at the oldest retained message.
+                let earliest = match params.get("start") {
+                    None | Some("latest") => false,
+                    Some("earliest") => true,
+                    Some(_) => return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_START")),
+                };
+                nsqd.get_channel_from(&topic, &channel_name, earliest)
+                    .map_err(internal)?;
                 return Ok(());
             }
             let channel = topic

@@ -15,6 +15,7 @@ pub mod channel;
 pub mod client;
 pub use protocol::compression;
 pub mod http;
+pub mod http_log;
 pub mod logging;
 pub mod lookup;
 pub mod nsqd;

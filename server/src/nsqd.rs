@@ -68,6 +68,8 @@ impl Nsqd {
                 sync_every: opts.sync_every.max(1) as u64,
                 sync_timeout: opts.sync_timeout,
                 max_bytes_per_topic: opts.max_bytes_per_topic.max(0) as u64,
+                retention_time: opts.retention_time,
+                retention_bytes: opts.retention_bytes.max(0) as u64,
             },
         )?;
         let tls = if opts.tls_enabled() {
@@ -178,7 +180,18 @@ impl Nsqd {
         topic: &Arc<Topic>,
         name: &str,
     ) -> Result<Arc<Channel>, engine::Error> {
-        let (c, created) = topic.channel(name)?;
+        self.get_channel_from(topic, name, false)
+    }
+
+    /// Get or create a channel; a new one starts at the oldest retained message when
+    /// `earliest`.
+    pub fn get_channel_from(
+        &self,
+        topic: &Arc<Topic>,
+        name: &str,
+        earliest: bool,
+    ) -> Result<Arc<Channel>, engine::Error> {
+        let (c, created) = topic.channel_from(name, earliest)?;
         if created {
             tracing::info!(topic = %topic.name, channel = %name, "channel created");
             if let Some(l) = self.lookup.get() {

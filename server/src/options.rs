@@ -107,6 +107,16 @@ pub struct Options {
     #[arg(long, default_value_t = 0)]
     pub max_bytes_per_topic: i64,
 
+    /// keep finished messages this long for replay (/channel/rewind); 0 = delete a segment
+    /// as soon as every channel has finished it (beyond NSQ)
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub retention_time: Duration,
+
+    /// keep at least the newest this many bytes of finished messages per topic for replay
+    /// (0 = none; beyond NSQ)
+    #[arg(long, default_value_t = 0)]
+    pub retention_bytes: i64,
+
     /// number of messages per diskqueue fsync
     #[arg(long, default_value_t = 2500)]
     pub sync_every: i64,
@@ -242,6 +252,7 @@ pub fn validate(o: &Options) -> Result<(), String> {
         ("--mem-queue-size", o.mem_queue_size),
         ("--max-bytes-per-file", o.max_bytes_per_file),
         ("--max-bytes-per-topic", o.max_bytes_per_topic),
+        ("--retention-bytes", o.retention_bytes),
         ("--sync-every", o.sync_every),
         ("--max-msg-size", o.max_msg_size),
         ("--max-body-size", o.max_body_size),

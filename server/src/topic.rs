@@ -106,6 +106,16 @@ impl Topic {
 
     /// Get or create; the bool says whether it was created now.
     pub fn channel(&self, name: &str) -> Result<(Arc<Channel>, bool), engine::Error> {
+        self.channel_from(name, false)
+    }
+
+    /// Get or create; a new channel starts at the oldest retained message when `earliest`
+    /// (beyond NSQ: `/channel/create?start=earliest`).
+    pub fn channel_from(
+        &self,
+        name: &str,
+        earliest: bool,
+    ) -> Result<(Arc<Channel>, bool), engine::Error> {
         if let Some(c) = self.get_channel(name) {
             return Ok((c, false));
         }
@@ -113,7 +123,7 @@ impl Topic {
         if let Some(c) = channels.get(name) {
             return Ok((c.clone(), false));
         }
-        let cursor = self.inner.channel(name)?;
+        let cursor = self.inner.channel_from(name, earliest)?;
         let e2e = Quantiles::new(self.e2e_enabled, self.e2e_window);
         let c = Arc::new(Channel::new(&self.name, cursor, e2e, self.e2e.clone()));
         channels.insert(name.to_string(), c.clone());

@@ -263,7 +263,68 @@ def mode_lookup_reader(args):
     tornado.ioloop.IOLoop.current().call_later(args.timeout - 1, report)
 
 
+def mode_replay(args):
+    """With a connected Reader: publish and consume batch A, then batch B; rewind the channel
+    over HTTP to a time between them; the Reader must get exactly batch B again, once each,
+    and nothing of A."""
+    import json
+    import urllib.request
+
+    a = [("a-%d" % i).encode() for i in range(args.count)]
+    b = [("b-%d" % i).encode() for i in range(args.count)]
+    state = {"phase": "a", "seen": collections.Counter(), "replayed": collections.Counter()}
+    writer = nsq.Writer([args.tcp])
+    loop = tornado.ioloop.IOLoop.current()
+
+    def handler(message):
+        if state["phase"] == "replay":
+            state["replayed"][message.body] += 1
+        else:
+            state["seen"][message.body] += 1
+        return True
+
+    nsq.Reader(topic=args.topic, channel="c", nsqd_tcp_addresses=[args.tcp],
+               message_handler=handler, max_in_flight=100)
+
+    def wait_for(cond, then):
+        if cond():
+            then()
+        else:
+            loop.call_later(0.05, lambda: wait_for(cond, then))
+
+    def rewind():
+        state["phase"] = "replay"
+        url = "http://%s/channel/rewind?topic=%s&channel=c&to=%d" % (args.http, args.topic, state["t"])
+        resp = json.loads(urllib.request.urlopen(urllib.request.Request(url, method="POST")).read())
+        log("rewound:", resp)
+        wait_for(lambda: sum(state["replayed"].values()) >= len(b), lambda: loop.call_later(1.0, check))
+
+    def check():
+        r = state["replayed"]
+        if set(r) != set(b):
+            return finish(False, "replayed %d distinct, %d of A" % (len(r), sum(1 for k in r if k in set(a))))
+        if any(v != 1 for v in r.values()):
+            return finish(False, "some replayed more than once")
+        finish(True)
+
+    def publish_b():
+        state["t"] = int(time.time() * 1000)
+        time.sleep(0.05)
+        publish_all(writer, args.topic, b, lambda: wait_for(
+            lambda: all(state["seen"][x] >= 1 for x in b), rewind))
+
+    def after_a():
+        time.sleep(0.05)
+        publish_b()
+
+    def start():
+        publish_all(writer, args.topic, a, lambda: wait_for(
+            lambda: all(state["seen"][x] >= 1 for x in a), after_a))
+    loop.call_later(0.5, start)
+
+
 MODES = {
+    "replay": mode_replay,
     "lookup_reader": mode_lookup_reader,
     "exactly_once": mode_exactly_once,
     "snappy": mode_exactly_once,
@@ -286,6 +347,7 @@ def main():
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=60)
     p.add_argument("--cafile", default="")
+    p.add_argument("--http", default="", help="nsqd HTTP address (replay mode)")
     p.add_argument("--lookupd", action="append", default=[], help="lookupd HTTP address (repeatable)")
     args = p.parse_args()
     loop = tornado.ioloop.IOLoop.current()

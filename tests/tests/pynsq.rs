@@ -105,3 +105,12 @@ fn pynsq_restart_clean_and_crash() {
     let nsqd = nsqd.crash_restart().unwrap();
     check(&nsqd, "consume", 3000, &topic);
 }
+
+/// Replay (beyond NSQ): a connected pynsq Reader drains a channel, the channel is rewound
+/// over HTTP to a time, and the Reader receives exactly the messages published since
+/// then, once each.
+#[test]
+fn pynsq_consumer_sees_a_rewind_to_a_time() {
+    let nsqd = Nsqd::start(&["--retention-time=1h", "--mem-queue-size=50"]).unwrap();
+    check(&nsqd, "replay", 300, &["--http".into(), nsqd.http_arg()]);
+}

@@ -1,0 +1,249 @@
+//! HTTP endpoints for what only a log can do (beyond NSQ; NSQ's own API is in `http.rs`):
+//!
+//! - `POST /channel/rewind?topic=T&channel=C&to=<earliest | latest | RFC 3339 time | unix
+//!   ms | seq:N>` moves a channel's read position; the channel then redelivers from there,
+//!   in order, as fresh messages. The move is persisted before the answer.
+//! - `GET /channel/peek?topic=T&channel=C&n=10` the next messages the channel would
+//!   deliver, without delivering, finishing or counting them.
+//! - `GET /topic/peek?topic=T&n=10` the newest messages of a topic.
+//!
+//! Peek answers `{"messages": [{"id", "timestamp", "attempts", "body"}]}` with the body in
+//! standard base64 (binary-safe). `n` is at most [`MAX_PEEK`] and the bodies of one answer
+//! at most [`MAX_PEEK_BYTES`] (at least one message is returned).
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::Engine as _;
+
+use crate::nsqd::Nsqd;
+
+pub const MAX_PEEK: usize = 1000;
+pub const MAX_PEEK_BYTES: usize = 4 << 20;
+
+type Shared = Arc<Nsqd>;
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/channel/rewind", post(rewind))
+        .route("/channel/peek", get(channel_peek))
+        .route("/topic/peek", get(topic_peek))
+}
+
+struct Failure(StatusCode, &'static str);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "message": self.1 }).to_string();
+        (
+            self.0,
+            [("content-type", "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+fn json(v: serde_json::Value) -> Response {
+    (
+        StatusCode::OK,
+        [
+            ("content-type", "application/json; charset=utf-8"),
+            ("X-NSQ-Content-Type", "nsq; version=1.0"),
+        ],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// Query parameters, percent-decoded (first value wins).
+fn params(q: Option<String>) -> Result<Vec<(String, String)>, Failure> {
+    let bad = || Failure(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    let mut v = Vec::new();
+    for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
+        v.push((decode(k).ok_or_else(bad)?, decode(val).ok_or_else(bad)?));
+    }
+    Ok(v)
+}
+
+fn decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn get_param<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    p.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+}
+
+fn topic_and_channel(
+    nsqd: &Nsqd,
+    p: &[(String, String)],
+    need_channel: bool,
+) -> Result<
+    (
+        Arc<crate::topic::Topic>,
+        Option<Arc<crate::channel::Channel>>,
+    ),
+    Failure,
+> {
+    let t = get_param(p, "topic").ok_or(Failure(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
+    if !protocol::names::is_valid_topic_name(t) {
+        return Err(Failure(StatusCode::BAD_REQUEST, "INVALID_ARG_TOPIC"));
+    }
+    let topic = nsqd
+        .get_existing_topic(t)
+        .ok_or(Failure(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?;
+    if !need_channel {
+        return Ok((topic, None));
+    }
+    let c =
+        get_param(p, "channel").ok_or(Failure(StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
+    if !protocol::names::is_valid_channel_name(c) {
+        return Err(Failure(StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL"));
+    }
+    let channel = topic
+        .get_channel(c)
+        .ok_or(Failure(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))?;
+    Ok((topic, Some(channel)))
+}
+
+/// `to=` of a rewind.
+pub fn parse_rewind_target(s: &str) -> Option<engine::RewindTo> {
+    match s {
+        "earliest" => return Some(engine::RewindTo::Earliest),
+        "latest" => return Some(engine::RewindTo::Latest),
+        _ => {}
+    }
+    if let Some(n) = s.strip_prefix("seq:") {
+        return n.parse().ok().map(engine::RewindTo::Seq);
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: i64 = s.parse().ok()?;
+        return ms.checked_mul(1_000_000).map(engine::RewindTo::Time);
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    t.timestamp_nanos_opt().map(engine::RewindTo::Time)
+}
+
+fn peek_n(p: &[(String, String)]) -> Result<usize, Failure> {
+    match get_param(p, "n") {
+        None => Ok(10),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_PEEK).contains(&n) => Ok(n),
+            _ => Err(Failure(StatusCode::BAD_REQUEST, "INVALID_ARG_N")),
+        },
+    }
+}
+
+fn messages_json(msgs: &[engine::Message]) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let list: Vec<serde_json::Value> = msgs
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": String::from_utf8_lossy(&m.id),
+                "sequence": m.seq,
+                "timestamp": m.timestamp_ns,
+                "attempts": m.attempts,
+                "body": b64.encode(&m.body),
+            })
+        })
+        .collect();
+    serde_json::json!({ "messages": list })
+}
+
+async fn rewind(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let result = async {
+        let p = params(q)?;
+        let (topic, channel) = topic_and_channel(&nsqd, &p, true)?;
+        let to = get_param(&p, "to").ok_or(Failure(StatusCode::BAD_REQUEST, "MISSING_ARG_TO"))?;
+        let to = parse_rewind_target(to).ok_or(Failure(StatusCode::BAD_REQUEST, "INVALID_ARG_TO"))?;
+        let Some(channel) = channel else {
+            return Err(Failure(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"));
+        };
+        let engine_topic = topic.inner.clone();
+        let name = channel.name.clone();
+        // Persisting the cursor waits for the disk: off the async workers.
+        let moved = tokio::task::spawn_blocking(move || engine_topic.rewind_channel(&name, to))
+            .await
+            .map_err(|_| Failure(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?
+            .map_err(|e| {
+                tracing::error!(topic = %topic.name, channel = %channel.name, error = %e, "rewind failed");
+                Failure(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            })?
+            .ok_or(Failure(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))?;
+        channel.notify.notify_waiters();
+        tracing::info!(topic = %topic.name, channel = %channel.name, sequence = moved, "channel rewound");
+        let depth = channel.cursor.stats().depth;
+        Ok(json(serde_json::json!({ "sequence": moved, "depth": depth })))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn channel_peek(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let result = (|| {
+        let p = params(q)?;
+        let n = peek_n(&p)?;
+        let (_, channel) = topic_and_channel(&nsqd, &p, true)?;
+        let channel = channel.ok_or(Failure(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))?;
+        let msgs = tokio::task::block_in_place(|| channel.peek(n, MAX_PEEK_BYTES))
+            .map_err(|_| Failure(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
+        Ok(json(messages_json(&msgs)))
+    })();
+    result.unwrap_or_else(|e: Failure| e.into_response())
+}
+
+async fn topic_peek(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let result = (|| {
+        let p = params(q)?;
+        let n = peek_n(&p)?;
+        let (topic, _) = topic_and_channel(&nsqd, &p, false)?;
+        let msgs = tokio::task::block_in_place(|| topic.inner.peek_newest(n, MAX_PEEK_BYTES))
+            .map_err(|_| Failure(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
+        Ok(json(messages_json(&msgs)))
+    })();
+    result.unwrap_or_else(|e: Failure| e.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::RewindTo;
+
+    #[test]
+    fn rewind_targets() {
+        assert_eq!(parse_rewind_target("earliest"), Some(RewindTo::Earliest));
+        assert_eq!(parse_rewind_target("latest"), Some(RewindTo::Latest));
+        assert_eq!(parse_rewind_target("seq:42"), Some(RewindTo::Seq(42)));
+        assert_eq!(
+            parse_rewind_target("1700000000000"),
+            Some(RewindTo::Time(1_700_000_000_000_000_000))
+        );
+        assert_eq!(
+            parse_rewind_target("2023-11-14T22:13:20Z"),
+            Some(RewindTo::Time(1_700_000_000_000_000_000))
+        );
+        assert_eq!(parse_rewind_target("yesterday"), None);
+        assert_eq!(parse_rewind_target("seq:-1"), None);
+    }
+}
