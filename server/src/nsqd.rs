@@ -32,6 +32,8 @@ pub struct Nsqd {
     pub lookup: OnceLock<Lookup>,
     pub tcp_addr: OnceLock<SocketAddr>,
     pub http_addr: OnceLock<SocketAddr>,
+    /// Set when the HTTPS listener is up (TLS configured and --https-address given).
+    pub https_addr: OnceLock<SocketAddr>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Set while shutting down: publishes get E_PUB_FAILED / 503 EXITING.
     pub exiting: AtomicBool,
@@ -69,6 +71,7 @@ impl Nsqd {
             None
         };
         let http_client = reqwest::Client::builder()
+            .connect_timeout(opts.http_client_connect_timeout)
             .timeout(opts.http_client_request_timeout)
             .build()
             .map_err(|e| NsqdError::Config(format!("http client: {e}")))?;
@@ -85,6 +88,7 @@ impl Nsqd {
             lookup: OnceLock::new(),
             tcp_addr: OnceLock::new(),
             http_addr: OnceLock::new(),
+            https_addr: OnceLock::new(),
             tls,
             exiting: AtomicBool::new(false),
             health: Mutex::new(None),

@@ -707,12 +707,17 @@ impl Conn {
 
     fn fin(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
         let channel = self.subscribed_channel("FIN")?;
-        channel.finish(&self.client, id).map_err(|e| {
-            ClientError::soft(
-                "E_FIN_FAILED",
-                format!("FIN {} failed {e}", String::from_utf8_lossy(id)),
+        channel
+            .finish(
+                &self.client,
+                &crate::guid::from_wire(self.nsqd.opts().node_id, id),
             )
-        })
+            .map_err(|e| {
+                ClientError::soft(
+                    "E_FIN_FAILED",
+                    format!("FIN {} failed {e}", String::from_utf8_lossy(id)),
+                )
+            })
     }
 
     fn req(&mut self, id: &[u8; 16], timeout_ms: i64) -> Result<(), ClientError> {
@@ -720,22 +725,33 @@ impl Conn {
         let max = self.nsqd.opts().max_req_timeout;
         // Out-of-range delays are clamped, as NSQ 1.x does.
         let delay = Duration::from_millis(timeout_ms.max(0) as u64).min(max);
-        channel.requeue(&self.client, id, delay).map_err(|e| {
-            ClientError::soft(
-                "E_REQ_FAILED",
-                format!("REQ {} failed {e}", String::from_utf8_lossy(id)),
+        channel
+            .requeue(
+                &self.client,
+                &crate::guid::from_wire(self.nsqd.opts().node_id, id),
+                delay,
             )
-        })
+            .map_err(|e| {
+                ClientError::soft(
+                    "E_REQ_FAILED",
+                    format!("REQ {} failed {e}", String::from_utf8_lossy(id)),
+                )
+            })
     }
 
     fn touch(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
         let channel = self.subscribed_channel("TOUCH")?;
-        channel.touch(&self.client, id).map_err(|e| {
-            ClientError::soft(
-                "E_TOUCH_FAILED",
-                format!("TOUCH {} failed {e}", String::from_utf8_lossy(id)),
+        channel
+            .touch(
+                &self.client,
+                &crate::guid::from_wire(self.nsqd.opts().node_id, id),
             )
-        })
+            .map_err(|e| {
+                ClientError::soft(
+                    "E_TOUCH_FAILED",
+                    format!("TOUCH {} failed {e}", String::from_utf8_lossy(id)),
+                )
+            })
     }
 
     async fn publish(
@@ -796,6 +812,7 @@ impl Conn {
             .take(&self.client, batch, topic.is_paused(), &mut msgs)
             .map_err(|e| format!("reading channel: {e}"))?;
         let got = msgs.len();
+        let node_id = self.nsqd.opts().node_id;
         for m in &msgs {
             if self.sample_rate > 0 && rand::random::<u32>() % 100 >= self.sample_rate as u32 {
                 // Sampled out: NSQ drops it for this client; we finish it so it is not
@@ -803,7 +820,7 @@ impl Conn {
                 let _ = channel.finish(&self.client, &m.id);
                 continue;
             }
-            write_message_frame(&mut self.out, m);
+            write_message_frame(&mut self.out, m, node_id);
         }
         self.scratch = msgs;
         Ok(got == batch)
@@ -856,13 +873,14 @@ impl Conn {
 }
 
 /// Message frame: size, type 2, then timestamp i64, attempts u16, 16-byte id, body (BE).
-fn write_message_frame(out: &mut BytesMut, m: &engine::Message) {
+/// The id on the wire carries this nsqd's node id (see [`crate::guid`]).
+fn write_message_frame(out: &mut BytesMut, m: &engine::Message, node_id: i64) {
     let len = 4 + 8 + 2 + 16 + m.body.len();
     out.reserve(4 + len);
     out.put_u32(len as u32);
     out.put_u32(v2::FRAME_TYPE_MESSAGE);
     out.put_i64(m.timestamp_ns);
     out.put_u16(m.attempts);
-    out.put_slice(&m.id);
+    out.put_slice(&crate::guid::to_wire(node_id, &m.id));
     out.put_slice(&m.body);
 }

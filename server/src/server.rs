@@ -37,9 +37,36 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let http_local = http.local_addr()?;
     let _ = nsqd.tcp_addr.set(tcp_local);
     let _ = nsqd.http_addr.set(http_local);
-    tracing::info!(tcp = %tcp_local, http = %http_local, data = %data_dir.display(), "nsqd listening");
+    // As in NSQ: the HTTPS listener runs when TLS is configured and --https-address is set.
+    let https = match (&nsqd.tls, nsqd.opts().https_address.as_str()) {
+        (Some(tls), addr) if !addr.is_empty() => {
+            let a = crate::options::resolve(addr).map_err(anyhow::Error::msg)?;
+            let l = TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listen on HTTPS {a}"))?;
+            let _ = nsqd.https_addr.set(l.local_addr()?);
+            Some((l, crate::tls::https_config(tls)))
+        }
+        _ => None,
+    };
+    match nsqd.https_addr.get() {
+        Some(h) => {
+            tracing::info!(tcp = %tcp_local, http = %http_local, https = %h, data = %data_dir.display(), "nsqd listening")
+        }
+        None => {
+            tracing::info!(tcp = %tcp_local, http = %http_local, data = %data_dir.display(), "nsqd listening")
+        }
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let https_task = https.map(|(l, cfg)| {
+        tokio::spawn(crate::https::serve(
+            l,
+            cfg,
+            crate::http::router_for(nsqd.clone(), true),
+            shutdown_rx.clone(),
+        ))
+    });
 
     let opts = nsqd.opts();
     let lookup = Lookup::spawn(
@@ -103,6 +130,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         })
     };
 
+    let statsd = (!nsqd.opts().statsd_address.is_empty())
+        .then(|| tokio::spawn(crate::statsd::run(nsqd.clone(), shutdown_rx.clone())));
+
     wait_for_signal().await;
     tracing::info!("shutting down");
     nsqd.exiting
@@ -112,7 +142,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // Bounded wait for connections to finish their current command and close.
     let _ = tokio::time::timeout(Duration::from_secs(5), conn_done_rx.recv()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    if let Some(t) = https_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     let _ = timers.await;
+    if let Some(s) = statsd {
+        let _ = s.await;
+    }
     let closing = nsqd.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await

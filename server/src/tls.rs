@@ -1,4 +1,5 @@
-//! TLS for the `tls_v1` IDENTIFY upgrade (and nothing else: the HTTP API is plain).
+//! TLS for the `tls_v1` IDENTIFY upgrade and the HTTPS listener: both use the same
+//! certificate, key, client-auth policy and root CA options, as in NSQ.
 //! rustls only speaks TLS 1.2 and 1.3, so `--tls-min-version` values below 1.2 mean 1.2.
 
 use std::sync::Arc;
@@ -40,6 +41,13 @@ pub fn server_config(o: &Options) -> Result<Arc<rustls::ServerConfig>, String> {
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls certificate/key: {e}"))?;
     Ok(Arc::new(cfg))
+}
+
+/// The TCP upgrade's configuration with HTTP's ALPN names, for the HTTPS listener.
+pub fn https_config(tcp: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    let mut cfg = (**tcp).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
 }
 
 fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {

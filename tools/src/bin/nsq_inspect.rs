@@ -80,7 +80,7 @@ fn main() {
 }
 
 fn run() -> Result<i32> {
-    let args = Args::parse();
+    let args: Args = nsq_tools::parse_args();
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use clap::Parser;
 use client::{Consumer, Outcome};
 use flate2::write::GzEncoder;
-use nsq_tools::{init_logging, parse_args, parse_duration, shutdown_signal, Source};
+use nsq_tools::{init_logging_with_prefix, parse_args, parse_duration, shutdown_signal, Source};
 use tokio::sync::oneshot;
 
 #[derive(Parser, Debug, Clone)]
@@ -92,7 +92,7 @@ struct Args {
     /// set log verbosity: debug, info, warn, error, or fatal
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
-    /// log message prefix (accepted for compatibility)
+    /// log message prefix
     #[arg(long = "log-prefix", default_value = "[nsq_to_file] ")]
     log_prefix: String,
     #[command(flatten)]
@@ -606,7 +606,7 @@ async fn lookupd_topics(http: &reqwest::Client, lookupd: &[String]) -> Vec<Strin
 #[tokio::main]
 async fn main() {
     let args: Args = parse_args();
-    init_logging(&args.log_level);
+    init_logging_with_prefix(&args.log_level, &args.log_prefix);
     nsq_tools::exit_on_error("nsq_to_file", run(args).await);
 }
 
