@@ -198,7 +198,7 @@ impl Params {
             .get("channel")
             .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
         if !protocol::names::is_valid_channel_name(c) {
-            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_CHANNEL"));
+            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL"));
         }
         Ok(c.to_string())
     }
@@ -513,6 +513,19 @@ pub(crate) fn memory_stats() -> serde_json::Value {
     })
 }
 
+/// The memory fields in NSQ's order.
+const MEMORY_FIELDS: [&str; 9] = [
+    "heap_objects",
+    "heap_idle_bytes",
+    "heap_in_use_bytes",
+    "heap_released_bytes",
+    "gc_pause_usec_100",
+    "gc_pause_usec_99",
+    "gc_pause_usec_95",
+    "next_gc_bytes",
+    "gc_total_runs",
+];
+
 /// /stats in NSQ's text layout (what `curl host:4151/stats` shows an operator).
 fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
     use std::fmt::Write;
@@ -527,15 +540,16 @@ fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
     let _ = writeln!(s, "start_time {}", rfc3339_utc(doc.start_time));
     let _ = writeln!(s, "uptime {}\n", go_duration(nsqd.uptime()));
     let _ = writeln!(s, "Health: {}\n", doc.health);
-    if let Some(serde_json::Value::Object(mem)) = &doc.memory {
+    if let Some(mem) = &doc.memory {
         let _ = writeln!(s, "Memory:");
-        for (k, v) in mem {
+        for k in MEMORY_FIELDS {
+            let v = mem.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
             let _ = writeln!(s, "   {k:<25}\t{v}");
         }
         let _ = writeln!(s);
     }
     if doc.topics.is_empty() {
-        let _ = writeln!(s, "Topics: None\n");
+        let _ = writeln!(s, "Topics: None");
     } else {
         let _ = writeln!(s, "Topics:");
     }
