@@ -129,7 +129,7 @@ pub fn with_config_file(
             .find(|(k, _)| *k == key)
             .map(|(_, f)| f.to_string())
             .unwrap_or_else(|| key.replace('_', "-"));
-        if flag == "config" || !spec.flags.iter().any(|f| *f == flag) {
+        if flag == "config" || !spec.flags.contains(&flag) {
             warnings.push(format!("config {path}: ignoring unknown key {key:?}"));
             continue;
         }
