@@ -127,7 +127,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     });
     let _ = l.tcp_addr.set(tcp.local_addr()?);
     let _ = l.http_addr.set(http.local_addr()?);
-    tracing::info!(tcp = %tcp.local_addr()?, http = %http.local_addr()?, "nsqlookupd listening");
+    tracing::info!("TCP: listening on {}", tcp.local_addr()?);
+    tracing::info!("HTTP: listening on {}", http.local_addr()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let accept = {
         let l = l.clone();

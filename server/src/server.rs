@@ -49,13 +49,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    match nsqd.https_addr.get() {
-        Some(h) => {
-            tracing::info!(tcp = %tcp_local, http = %http_local, https = %h, data = %data_dir.display(), "nsqd listening")
-        }
-        None => {
-            tracing::info!(tcp = %tcp_local, http = %http_local, data = %data_dir.display(), "nsqd listening")
-        }
+    // NSQ's startup lines, which operators' scripts and log searches look for.
+    tracing::info!("NSQ: data directory {}", data_dir.display());
+    tracing::info!("TCP: listening on {tcp_local}");
+    tracing::info!("HTTP: listening on {http_local}");
+    if let Some(h) = nsqd.https_addr.get() {
+        tracing::info!("HTTPS: listening on {h}");
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -172,8 +171,11 @@ async fn accept_loop(
                     let nsqd = nsqd.clone();
                     let rx = for_conns.clone();
                     let done = done.clone();
+                    // Connects and disconnects at INFO, as NSQ logs them.
+                    tracing::info!("TCP: new client({remote})");
                     tokio::spawn(async move {
                         crate::protocol_v2::serve(nsqd, stream, remote, rx).await;
+                        tracing::info!("TCP: client({remote}) closed");
                         drop(done);
                     });
                 }

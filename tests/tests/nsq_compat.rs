@@ -645,7 +645,14 @@ fn redirected_logs_are_plain_text() {
             "{name}: {log}"
         );
         assert!(log.contains(" INFO: "), "{name}: {log}");
+        assert!(log.contains("HTTP: listening on"), "{name}: {log}");
     }
+    // nsqd logs the tool's connection coming and going, as NSQ does.
+    let log = nsqd.daemon.log_text();
+    assert!(
+        log.contains("TCP: new client(") && log.contains(") closed"),
+        "{log}"
+    );
 }
 
 #[test]
