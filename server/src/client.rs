@@ -171,9 +171,14 @@ pub struct ClientStats {
     pub deflate: bool,
     pub snappy: bool,
     pub user_agent: String,
+    // NSQ leaves these four out when empty (omitempty); so do we, for an identical key set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub authed: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub auth_identity: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub auth_identity_url: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pub_counts: Vec<PubCount>,
     pub tls: bool,
     pub tls_cipher_suite: String,

@@ -514,7 +514,12 @@ fn nsqd_http_details_match_nsq() {
     c.cmd("SUB h ch", None).unwrap();
     c.expect_response("OK").unwrap();
     let st = nsqd.stats().unwrap();
-    assert_eq!(st["topics"][0]["channels"][0]["clients"][0]["state"], 3);
+    let client = &st["topics"][0]["channels"][0]["clients"][0];
+    assert_eq!(client["state"], 3);
+    // NSQ omits these when empty (omitempty), so the key sets match.
+    for k in ["authed", "auth_identity", "auth_identity_url", "pub_counts"] {
+        assert!(client.get(k).is_none(), "{k} in {client}");
+    }
     let (_, body) = http_get(nsqd.http, "/stats").unwrap();
     let text = String::from_utf8_lossy(&body).to_string();
     let connected = text
@@ -679,4 +684,85 @@ fn tools_take_nsq_producer_opt_syntax() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(nsqd.stats().unwrap()["topics"][0]["message_count"], 2);
+}
+
+#[test]
+fn tools_accept_every_nsq_13_flag() {
+    let nsqd = Nsqd::start(&[]).unwrap();
+    assert_eq!(
+        http_post(nsqd.http, "/pub?topic=tf", b"line-1").unwrap().0,
+        200
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (out, work) = (dir.path().join("out"), dir.path().join("work"));
+    // nsq_to_file with every flag of NSQ 1.3's nsq_to_file, NSQ's spelling.
+    let args: Vec<String> = vec![
+        "-channel=nsq_to_file".into(),
+        "-consumer-opt=max_attempts,5".into(),
+        "-datetime-format=%Y-%m-%d_%H".into(),
+        "-filename-format=<TOPIC>.<HOST><REV>.<DATETIME>.log".into(),
+        "-gzip".into(),
+        "-gzip-level=6".into(),
+        "-host-identifier=hostx".into(),
+        "-http-client-connect-timeout=2s".into(),
+        "-http-client-request-timeout=5s".into(),
+        "-log-level=info".into(),
+        "-log-prefix=[nsq_to_file] ".into(),
+        format!("-nsqd-tcp-address={}", nsqd.tcp),
+        "-max-in-flight=200".into(),
+        format!("-output-dir={}", out.display()),
+        "-rotate-interval=0".into(),
+        "-rotate-size=0".into(),
+        "-skip-empty-files".into(),
+        "-sync-interval=30s".into(),
+        "-topic=tf".into(),
+        "-topic-refresh=1m0s".into(),
+        format!("-work-dir={}", work.display()),
+    ];
+    let mut d = start_daemon("nsq_to_file", &args, &dir.path().join("ntf.log")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || nsqd
+            .stats()
+            .map(|s| s["topics"][0]["channels"][0]["depth"] == 0
+                && s["topics"][0]["channels"][0]["in_flight_count"] == 0
+                && s["topics"][0]["channels"][0]["message_count"] == 1)
+            .unwrap_or(false)),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    let files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.starts_with("tf.hostx") && name.ends_with(".log.gz"),
+        "{name}"
+    );
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(&files[0]).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "line-1\n");
+
+    // nsq_stat with every flag of NSQ 1.3's nsq_stat.
+    let stat = Command::new(bin("nsq_stat"))
+        .args([
+            "-channel=nsq_to_file",
+            "-count=1",
+            "-http-client-connect-timeout=2s",
+            "-http-client-request-timeout=5s",
+            "-interval=100ms",
+            &format!("-nsqd-http-address={}", nsqd.http),
+            "-topic=tf",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_output(stat, Duration::from_secs(20)).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ingress"));
 }
