@@ -335,6 +335,24 @@ fn tls_client_auth_policy_applies_to_https() {
         .get(format!("https://localhost:{}/ping", nsqd.https.port()))
         .send();
     assert!(r.is_err(), "HTTPS without a client certificate was served");
+    // NSQ's `require`: any client certificate will do (no CA needed), none is refused.
+    let any = Nsqd::start(&[
+        &format!("--tls-cert={}", cert.display()),
+        &format!("--tls-key={}", key.display()),
+        "--tls-client-auth-policy=require",
+    ])
+    .unwrap();
+    let url = format!("https://localhost:{}/ping", any.https.port());
+    assert!(https_client(&cert).get(&url).send().is_err());
+    let mut pem = std::fs::read(&cert).unwrap();
+    pem.extend(std::fs::read(&key).unwrap());
+    let with_cert = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert_eq!(with_cert.get(&url).send().unwrap().text().unwrap(), "OK");
     // Without the policy the same request is served.
     let open = Nsqd::start(&[
         &format!("--tls-cert={}", cert.display()),
