@@ -765,6 +765,19 @@ fn tools_accept_every_nsq_13_flag() {
         .unwrap();
     assert_eq!(text, "line-1\n");
 
+    // nsq_inspect takes Go's single-dash flags too.
+    let inspect = Command::new(bin("nsq_inspect"))
+        .arg(format!("-data-path={}", nsqd.data.display()))
+        .arg("topics")
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    assert!(String::from_utf8_lossy(&inspect.stdout).contains("tf"));
+
     // nsq_stat with every flag of NSQ 1.3's nsq_stat.
     let stat = Command::new(bin("nsq_stat"))
         .args([

@@ -615,13 +615,20 @@ fn nsq_to_http_honours_http_client_request_timeout() {
     // An endpoint that answers only after 3 s.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let heads2 = heads.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(20) {
             let Ok(mut s) = stream else { continue };
+            let heads = heads2.clone();
             std::thread::spawn(move || {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf);
+                let n = s.read(&mut buf).unwrap_or(0);
+                heads
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).to_lowercase());
                 std::thread::sleep(Duration::from_secs(3));
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
             });
@@ -655,5 +662,8 @@ fn nsq_to_http_honours_http_client_request_timeout() {
         "requeued only after {:?}",
         started.elapsed()
     );
+    // NSQ's User-Agent on endpoint requests.
+    let first = heads.lock().unwrap().first().cloned().unwrap_or_default();
+    assert!(first.contains("user-agent: nsq_to_http v1.3.0"), "{first}");
     assert_eq!(d.terminate(Duration::from_secs(20)).unwrap(), Some(0));
 }

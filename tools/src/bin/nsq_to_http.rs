@@ -66,6 +66,9 @@ struct Args {
     source: Source,
 }
 
+/// The NSQ release whose tools these match (as nsqd and nsqlookupd report it).
+const NSQ_COMPAT_VERSION: &str = "1.3.0";
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     RoundRobin,
@@ -207,6 +210,8 @@ async fn run(args: Args) -> Result<()> {
         .collect();
     let endpoints = Arc::new(Endpoints {
         http: reqwest::Client::builder()
+            // NSQ's nsq_to_http identifies itself; endpoints' access logs keep working.
+            .user_agent(format!("nsq_to_http v{NSQ_COMPAT_VERSION}"))
             .connect_timeout(args.source.http_connect_timeout)
             .timeout(args.http_timeout)
             .build()?,
