@@ -705,13 +705,16 @@ impl Conn {
         }
     }
 
+    /// The message-id key of the subscribed topic (see [`crate::guid`]).
+    fn wire_key(&self) -> u64 {
+        let mask = self.sub.as_ref().map_or(0, |(t, _)| t.id_mask);
+        crate::guid::wire_key(self.nsqd.opts().node_id, mask)
+    }
+
     fn fin(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
         let channel = self.subscribed_channel("FIN")?;
         channel
-            .finish(
-                &self.client,
-                &crate::guid::from_wire(self.nsqd.opts().node_id, id),
-            )
+            .finish(&self.client, &crate::guid::from_wire(self.wire_key(), id))
             .map_err(|e| {
                 ClientError::soft(
                     "E_FIN_FAILED",
@@ -728,7 +731,7 @@ impl Conn {
         channel
             .requeue(
                 &self.client,
-                &crate::guid::from_wire(self.nsqd.opts().node_id, id),
+                &crate::guid::from_wire(self.wire_key(), id),
                 delay,
             )
             .map_err(|e| {
@@ -742,10 +745,7 @@ impl Conn {
     fn touch(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
         let channel = self.subscribed_channel("TOUCH")?;
         channel
-            .touch(
-                &self.client,
-                &crate::guid::from_wire(self.nsqd.opts().node_id, id),
-            )
+            .touch(&self.client, &crate::guid::from_wire(self.wire_key(), id))
             .map_err(|e| {
                 ClientError::soft(
                     "E_TOUCH_FAILED",
@@ -812,7 +812,7 @@ impl Conn {
             .take(&self.client, batch, topic.is_paused(), &mut msgs)
             .map_err(|e| format!("reading channel: {e}"))?;
         let got = msgs.len();
-        let node_id = self.nsqd.opts().node_id;
+        let key = crate::guid::wire_key(self.nsqd.opts().node_id, topic.id_mask);
         for m in &msgs {
             if self.sample_rate > 0 && rand::random::<u32>() % 100 >= self.sample_rate as u32 {
                 // Sampled out: NSQ drops it for this client; we finish it so it is not
@@ -820,7 +820,7 @@ impl Conn {
                 let _ = channel.finish(&self.client, &m.id);
                 continue;
             }
-            write_message_frame(&mut self.out, m, node_id);
+            write_message_frame(&mut self.out, m, key);
         }
         self.scratch = msgs;
         Ok(got == batch)
@@ -873,14 +873,14 @@ impl Conn {
 }
 
 /// Message frame: size, type 2, then timestamp i64, attempts u16, 16-byte id, body (BE).
-/// The id on the wire carries this nsqd's node id (see [`crate::guid`]).
-fn write_message_frame(out: &mut BytesMut, m: &engine::Message, node_id: i64) {
+/// The id on the wire is the engine's id under the topic's key (see [`crate::guid`]).
+fn write_message_frame(out: &mut BytesMut, m: &engine::Message, key: u64) {
     let len = 4 + 8 + 2 + 16 + m.body.len();
     out.reserve(4 + len);
     out.put_u32(len as u32);
     out.put_u32(v2::FRAME_TYPE_MESSAGE);
     out.put_i64(m.timestamp_ns);
     out.put_u16(m.attempts);
-    out.put_slice(&crate::guid::to_wire(node_id, &m.id));
+    out.put_slice(&crate::guid::to_wire(key, &m.id));
     out.put_slice(&m.body);
 }

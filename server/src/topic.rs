@@ -24,6 +24,8 @@ pub struct Topic {
     /// Messages published while the topic is paused. NSQ keeps them in the topic (its
     /// depth) and its channels see them only after unpause; /stats shows them that way.
     paused_backlog: AtomicU64,
+    /// This topic's part of the message-id key on the wire (see [`crate::guid`]).
+    pub id_mask: u64,
     /// Publish-to-FIN latency over all of this topic's channels.
     pub e2e: Quantiles,
     e2e_enabled: bool,
@@ -39,6 +41,7 @@ impl Topic {
         e2e_enabled: bool,
         e2e_window: std::time::Duration,
     ) -> Topic {
+        let id_mask = crate::guid::topic_mask(inner.name());
         Topic {
             e2e: Quantiles::new(e2e_enabled, e2e_window),
             e2e_enabled,
@@ -50,6 +53,7 @@ impl Topic {
             message_bytes: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             paused_backlog: AtomicU64::new(0),
+            id_mask,
         }
     }
 

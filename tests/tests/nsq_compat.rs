@@ -397,6 +397,10 @@ fn node_ids_keep_message_ids_apart() {
     }
     let node = |id: &str| u64::from_str_radix(id, 16).unwrap() >> 54;
     assert_eq!((node(&ida), node(&idb)), (1, 2));
+    // Within one nsqd, the first messages of two topics get different ids too.
+    let (_c2, ida2) = first_message_id(&a, "ids2");
+    assert_ne!(ida, ida2);
+    assert_eq!(node(&ida2), 1);
     // FIN with the id as the client saw it finishes the message.
     ca.cmd(&format!("FIN {ida}"), None).unwrap();
     assert!(wait_until(Duration::from_secs(10), || {
