@@ -149,11 +149,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut http_stop = stop_rx.clone();
     let app = router(l.clone());
     let http_task = tokio::spawn(async move {
-        let _ = axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await;
+        let _ = axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.changed().await;
+        })
+        .await;
     });
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -399,6 +402,11 @@ async fn around(req: axum::extract::Request, next: axum::middleware::Next) -> Re
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let remote = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
     let mut resp = next.run(req).await;
     if path != "/ping" {
         resp.headers_mut().insert(
@@ -407,10 +415,11 @@ async fn around(req: axum::extract::Request, next: axum::middleware::Next) -> Re
         );
     }
     tracing::info!(
-        "{} {} {} {:?}",
+        "{} {} {} ({}) {:?}",
         resp.status().as_u16(),
         method,
         path,
+        remote,
         started.elapsed()
     );
     resp

@@ -127,6 +127,7 @@ async fn around(
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let remote = remote_of(&req);
     let mut resp = if !over_tls && nsqd.opts().tls_required_on_http() {
         let port = nsqd.https_addr.get().map(|a| a.port()).unwrap_or(0);
         json_response(
@@ -142,14 +143,23 @@ async fn around(
             HeaderValue::from_static("nsq; version=1.0"),
         );
     }
+    // NSQ's request line: `200 GET /stats (127.0.0.1:59394) 168.676µs`.
     tracing::info!(
-        "{} {} {} {:?}",
+        "{} {} {} ({}) {:?}",
         resp.status().as_u16(),
         method,
         path,
+        remote,
         started.elapsed()
     );
     resp
+}
+
+fn remote_of(req: &axum::extract::Request) -> String {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default()
 }
 
 async fn not_found() -> Response {

@@ -33,7 +33,10 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let acceptor = acceptor.clone();
-        let app = app.clone();
+        // The peer's address for the request log, as the plain listener provides it.
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

@@ -105,11 +105,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut http_shutdown = shutdown_rx.clone();
     let app = crate::http::router(nsqd.clone());
     let http_task = tokio::spawn(async move {
-        let r = axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|v| *v).await;
-            })
-            .await;
+        let r = axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_shutdown.wait_for(|v| *v).await;
+        })
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "HTTP server failed");
         }

@@ -673,6 +673,11 @@ fn redirected_logs_are_plain_text() {
         );
         assert!(log.contains(" INFO: "), "{name}: {log}");
         assert!(log.contains("HTTP: listening on"), "{name}: {log}");
+        // One line per HTTP request, as NSQ logs them: `200 GET /ping (127.0.0.1:port) ...`.
+        assert!(
+            log.contains("INFO: 200 GET /ping (127.0.0.1:"),
+            "{name}: {log}"
+        );
     }
     // nsqd logs the tool's connection coming and going, as NSQ does.
     let log = nsqd.daemon.log_text();
