@@ -34,6 +34,8 @@ pub struct Nsqd {
     pub http_addr: OnceLock<SocketAddr>,
     /// Set when the HTTPS listener is up (TLS configured and --https-address given).
     pub https_addr: OnceLock<SocketAddr>,
+    /// `--node-id` (fixed for the process; read on every message frame and FIN).
+    pub node_id: i64,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Set while shutting down: publishes get E_PUB_FAILED / 503 EXITING.
     pub exiting: AtomicBool,
@@ -75,7 +77,9 @@ impl Nsqd {
             .timeout(opts.http_client_request_timeout)
             .build()
             .map_err(|e| NsqdError::Config(format!("http client: {e}")))?;
+        let node_id = opts.node_id;
         let nsqd = Arc::new(Nsqd {
+            node_id,
             opts: RwLock::new(Arc::new(opts)),
             engine,
             topics: RwLock::new(HashMap::new()),

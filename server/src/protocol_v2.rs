@@ -708,7 +708,7 @@ impl Conn {
     /// The message-id key of the subscribed topic (see [`crate::guid`]).
     fn wire_key(&self) -> u64 {
         let mask = self.sub.as_ref().map_or(0, |(t, _)| t.id_mask);
-        crate::guid::wire_key(self.nsqd.opts().node_id, mask)
+        crate::guid::wire_key(self.nsqd.node_id, mask)
     }
 
     fn fin(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
@@ -812,7 +812,7 @@ impl Conn {
             .take(&self.client, batch, topic.is_paused(), &mut msgs)
             .map_err(|e| format!("reading channel: {e}"))?;
         let got = msgs.len();
-        let key = crate::guid::wire_key(self.nsqd.opts().node_id, topic.id_mask);
+        let key = crate::guid::wire_key(self.nsqd.node_id, topic.id_mask);
         for m in &msgs {
             if self.sample_rate > 0 && rand::random::<u32>() % 100 >= self.sample_rate as u32 {
                 // Sampled out: NSQ drops it for this client; we finish it so it is not
