@@ -26,6 +26,8 @@ pub struct Nsqd {
     pub engine: engine::Engine,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     pub start_time: i64,
+    /// For uptime with sub-second precision (/stats text prints it as Go does).
+    started: Instant,
     next_client_id: AtomicU64,
     /// Every connected TCP client (producers and consumers), for /stats.
     pub clients: Mutex<HashMap<u64, Arc<Client>>>,
@@ -87,6 +89,7 @@ impl Nsqd {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0),
+            started: Instant::now(),
             next_client_id: AtomicU64::new(1),
             clients: Mutex::new(HashMap::new()),
             lookup: OnceLock::new(),
@@ -249,11 +252,7 @@ impl Nsqd {
     }
 
     pub fn uptime(&self) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        Duration::from_secs((now - self.start_time).max(0) as u64)
+        self.started.elapsed()
     }
 }
 

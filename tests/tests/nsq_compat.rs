@@ -560,6 +560,12 @@ fn nsqd_http_details_match_nsq() {
         .find(|l| l.starts_with("start_time "))
         .unwrap_or_default();
     assert!(start.ends_with('Z') && start.contains('T'), "{start}");
+    // Uptime as Go prints a duration, with its fraction of a second.
+    let uptime = text
+        .lines()
+        .find(|l| l.starts_with("uptime "))
+        .unwrap_or_default();
+    assert!(uptime.ends_with('s') && uptime.contains('.'), "{uptime}");
 }
 
 #[test]
