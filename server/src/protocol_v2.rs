@@ -713,14 +713,13 @@ impl Conn {
 
     fn fin(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
         let channel = self.subscribed_channel("FIN")?;
-        channel
-            .finish(&self.client, &crate::guid::from_wire(self.wire_key(), id))
-            .map_err(|e| {
-                ClientError::soft(
-                    "E_FIN_FAILED",
-                    format!("FIN {} failed {e}", String::from_utf8_lossy(id)),
-                )
-            })
+        let stored = crate::guid::from_wire(self.wire_key(), id);
+        channel.finish(&self.client, &stored).map_err(|e| {
+            ClientError::soft(
+                "E_FIN_FAILED",
+                format!("FIN {} failed {e}", String::from_utf8_lossy(id)),
+            )
+        })
     }
 
     fn req(&mut self, id: &[u8; 16], timeout_ms: i64) -> Result<(), ClientError> {
@@ -728,30 +727,24 @@ impl Conn {
         let max = self.nsqd.opts().max_req_timeout;
         // Out-of-range delays are clamped, as NSQ 1.x does.
         let delay = Duration::from_millis(timeout_ms.max(0) as u64).min(max);
-        channel
-            .requeue(
-                &self.client,
-                &crate::guid::from_wire(self.wire_key(), id),
-                delay,
+        let stored = crate::guid::from_wire(self.wire_key(), id);
+        channel.requeue(&self.client, &stored, delay).map_err(|e| {
+            ClientError::soft(
+                "E_REQ_FAILED",
+                format!("REQ {} failed {e}", String::from_utf8_lossy(id)),
             )
-            .map_err(|e| {
-                ClientError::soft(
-                    "E_REQ_FAILED",
-                    format!("REQ {} failed {e}", String::from_utf8_lossy(id)),
-                )
-            })
+        })
     }
 
     fn touch(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
         let channel = self.subscribed_channel("TOUCH")?;
-        channel
-            .touch(&self.client, &crate::guid::from_wire(self.wire_key(), id))
-            .map_err(|e| {
-                ClientError::soft(
-                    "E_TOUCH_FAILED",
-                    format!("TOUCH {} failed {e}", String::from_utf8_lossy(id)),
-                )
-            })
+        let stored = crate::guid::from_wire(self.wire_key(), id);
+        channel.touch(&self.client, &stored).map_err(|e| {
+            ClientError::soft(
+                "E_TOUCH_FAILED",
+                format!("TOUCH {} failed {e}", String::from_utf8_lossy(id)),
+            )
+        })
     }
 
     async fn publish(
