@@ -812,3 +812,66 @@ fn tools_accept_every_nsq_13_flag() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("ingress"));
 }
+
+#[test]
+fn nsq_to_file_survives_sighup_and_reopens() {
+    let nsqd = Nsqd::start(&[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut d = start_daemon(
+        "nsq_to_file",
+        &[
+            "--topic=hup".into(),
+            format!("--nsqd-tcp-address={}", nsqd.tcp),
+            format!("--output-dir={}", out.display()),
+            "--filename-format=<TOPIC>.<REV>.log".into(),
+        ],
+        &dir.path().join("ntf.log"),
+    )
+    .unwrap();
+    let finished = |n: u64| {
+        nsqd.stats()
+            .map(|s| {
+                let c = &s["topics"][0]["channels"][0];
+                c["message_count"] == n && c["depth"] == 0 && c["in_flight_count"] == 0
+            })
+            .unwrap_or(false)
+    };
+    let done_files = || -> Vec<PathBuf> {
+        std::fs::read_dir(&out)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    http_post(nsqd.http, "/pub?topic=hup", b"m1").unwrap();
+    assert!(wait_until(Duration::from_secs(20), || finished(1)));
+    nsq_blackbox_tests::signal(d.pid(), libc::SIGHUP);
+    // The file with m1 is completed under its final name; the tool keeps running.
+    assert!(
+        wait_until(Duration::from_secs(10), || done_files().len() == 1),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended nsq_to_file"
+    );
+    http_post(nsqd.http, "/pub?topic=hup", b"m2").unwrap();
+    assert!(wait_until(Duration::from_secs(20), || finished(2)));
+    assert_eq!(d.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    let mut lines: Vec<String> = done_files()
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(lines, vec!["m1", "m2"], "{:?}", done_files());
+}

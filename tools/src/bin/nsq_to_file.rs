@@ -10,7 +10,8 @@
 //! block is cut off: those messages were never FINed and come again).
 //!
 //! Rotation: when `<DATETIME>` changes, past `--rotate-size` bytes (uncompressed), or after
-//! `--rotate-interval`.
+//! `--rotate-interval`. SIGHUP completes the current files (moved into place) and the next
+//! messages go to new ones, so logrotate works as with NSQ's nsq_to_file.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -240,6 +241,9 @@ type Done = oneshot::Sender<Result<(), String>>;
 
 enum Cmd {
     Write(Bytes, Done),
+    /// SIGHUP (logrotate's convention): complete the current file; the next message opens
+    /// a new one.
+    Reopen,
     Close,
 }
 
@@ -262,10 +266,14 @@ impl TopicWriter {
             match rx.recv_timeout(tick) {
                 Ok(Cmd::Write(body, done)) => {
                     let mut batch = vec![(body, done)];
-                    let mut close = false;
+                    let (mut close, mut reopen) = (false, false);
                     while batch.len() < 4096 {
                         match rx.try_recv() {
                             Ok(Cmd::Write(b, d)) => batch.push((b, d)),
+                            Ok(Cmd::Reopen) => {
+                                reopen = true;
+                                break;
+                            }
                             Ok(Cmd::Close) => {
                                 close = true;
                                 break;
@@ -277,7 +285,11 @@ impl TopicWriter {
                     if close {
                         break;
                     }
+                    if reopen {
+                        self.reopen();
+                    }
                 }
+                Ok(Cmd::Reopen) => self.reopen(),
                 Ok(Cmd::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -398,6 +410,12 @@ impl TopicWriter {
                 file = self.cur.as_ref().map(|f| f.name.as_str()).unwrap_or("-"),
                 "progress"
             );
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Err(e) = self.close_file() {
+            tracing::error!(topic = %self.topic, "closing file on SIGHUP: {e:#}");
         }
     }
 
@@ -647,9 +665,18 @@ async fn run(args: Args) -> Result<()> {
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut refresh = tokio::time::interval(args.topic_refresh);
+    // SIGHUP closes and reopens the files (logrotate's convention, as NSQ's nsq_to_file).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: closing and reopening files");
+                for r in running.values() {
+                    let _ = r.tx.send(Cmd::Reopen);
+                }
+            }
             _ = refresh.tick(), if pattern.is_some() => {
                 let Some(re) = &pattern else { continue };
                 for t in lookupd_topics(&http, &args.source.lookupd_http_address).await {
