@@ -875,3 +875,80 @@ fn nsq_to_file_survives_sighup_and_reopens() {
     lines.sort();
     assert_eq!(lines, vec!["m1", "m2"], "{:?}", done_files());
 }
+
+#[test]
+fn nsq_to_file_names_and_appends_as_nsq() {
+    let nsqd = Nsqd::start(&[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, gz) = (dir.path().join("plain"), dir.path().join("gz"));
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.ends_with(".part"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let drained = |n: u64, ch: &str| {
+        nsqd.stats()
+            .map(|s| {
+                s["topics"][0]["channels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| {
+                        c["channel_name"] == ch
+                            && c["message_count"] == n
+                            && c["depth"] == 0
+                            && c["in_flight_count"] == 0
+                    })
+            })
+            .unwrap_or(false)
+    };
+    http_post(nsqd.http, "/topic/create?topic=ap", b"").unwrap();
+    for ch in ["p", "g"] {
+        http_post(
+            nsqd.http,
+            &format!("/channel/create?topic=ap&channel={ch}"),
+            b"",
+        )
+        .unwrap();
+    }
+    // Two runs in the same period: without gzip/rotation the second appends to the same
+    // file; with --gzip files are numbered -000000, -000001 (they sort in order).
+    for run in 1..=2u64 {
+        http_post(nsqd.http, "/pub?topic=ap", format!("r{run}").as_bytes()).unwrap();
+        for (out, ch, extra) in [(&plain, "p", None), (&gz, "g", Some("--gzip"))] {
+            let mut args = vec![
+                "--topic=ap".to_string(),
+                format!("--channel={ch}"),
+                format!("--nsqd-tcp-address={}", nsqd.tcp),
+                format!("--output-dir={}", out.display()),
+                "--filename-format=<TOPIC><REV>.log".into(),
+            ];
+            args.extend(extra.map(String::from));
+            let mut d = start_daemon(
+                "nsq_to_file",
+                &args,
+                &dir.path().join(format!("{ch}{run}.log")),
+            )
+            .unwrap();
+            assert!(
+                wait_until(Duration::from_secs(20), || drained(run, ch)),
+                "{}",
+                d.log_text()
+            );
+            assert_eq!(d.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+        }
+    }
+    assert_eq!(names(&plain), vec!["ap.log"]);
+    assert_eq!(
+        std::fs::read_to_string(plain.join("ap.log")).unwrap(),
+        "r1\nr2\n"
+    );
+    assert_eq!(names(&gz), vec!["ap-000000.log.gz", "ap-000001.log.gz"]);
+}

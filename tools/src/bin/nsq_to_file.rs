@@ -112,6 +112,10 @@ struct Settings {
     rotate_interval: Option<Duration>,
     sync_interval: Duration,
     sync_every: u64,
+    /// NSQ numbers files (`<REV>` = `-000000`, `-000001`, ...) when gzip, rotation or a
+    /// separate work directory is used; otherwise `<REV>` is empty and a file of the same
+    /// period is appended to (also after a restart).
+    numbered: bool,
 }
 
 impl Settings {
@@ -150,7 +154,10 @@ impl Settings {
         for d in [&a.output_dir, &work_dir] {
             fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
+        let numbered =
+            a.gzip || a.rotate_size > 0 || a.rotate_interval.is_some() || work_dir != a.output_dir;
         Ok(Settings {
+            numbered,
             output_dir: a.output_dir.clone(),
             work_dir,
             filename_format: a.filename_format.clone(),
@@ -172,10 +179,10 @@ impl Settings {
     }
 
     fn file_name(&self, topic: &str, datetime: &str, rev: u32) -> String {
-        let rev = if rev == 0 {
-            String::new()
+        let rev = if self.numbered {
+            format!("-{rev:06}")
         } else {
-            format!("-{rev}")
+            String::new()
         };
         let mut name = self
             .filename_format
@@ -440,7 +447,7 @@ fn open_file(s: &Settings, topic: &str, datetime: &str) -> Result<OpenFile> {
         let name = s.file_name(topic, datetime, rev);
         let taken =
             s.output_dir.join(&name).exists() || s.work_dir.join(format!("{name}.part")).exists();
-        if !taken || !s.filename_format.contains("<REV>") {
+        if !taken || !s.numbered || !s.filename_format.contains("<REV>") {
             break name;
         }
         rev += 1;
@@ -717,6 +724,7 @@ mod tests {
             rotate_interval: None,
             sync_interval: Duration::from_secs(30),
             sync_every: 0,
+            numbered: gzip,
         }
     }
 
@@ -724,8 +732,11 @@ mod tests {
     fn names_and_revisions() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), true);
-        assert_eq!(s.file_name("t", "2026", 0), "t.h.2026.log.gz");
-        assert_eq!(s.file_name("t", "2026", 2), "t.h-2.2026.log.gz");
+        // gzip: numbered as NSQ does, so names sort in order.
+        assert_eq!(s.file_name("t", "2026", 0), "t.h-000000.2026.log.gz");
+        assert_eq!(s.file_name("t", "2026", 2), "t.h-000002.2026.log.gz");
+        let plain = settings(dir.path(), false);
+        assert_eq!(plain.file_name("t", "2026", 0), "t.h.2026.log");
     }
 
     #[test]
