@@ -952,3 +952,52 @@ fn nsq_to_file_names_and_appends_as_nsq() {
     );
     assert_eq!(names(&gz), vec!["ap-000000.log.gz", "ap-000001.log.gz"]);
 }
+
+#[test]
+fn nsq_to_file_slash_in_filename_format_makes_directories() {
+    let nsqd = Nsqd::start(&[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // A file a killed run left in a subdirectory is completed on start, then appended to.
+    std::fs::create_dir_all(out.join("dirt")).unwrap();
+    std::fs::write(out.join("dirt/hx.log.part"), "old\ntorn").unwrap();
+    http_post(nsqd.http, "/pub?topic=dirt", b"new").unwrap();
+    let mut d = start_daemon(
+        "nsq_to_file",
+        &[
+            "--topic=dirt".into(),
+            format!("--nsqd-tcp-address={}", nsqd.tcp),
+            format!("--output-dir={}", out.display()),
+            "--filename-format=<TOPIC>/<HOST>.log".into(),
+            "--host-identifier=hx".into(),
+        ],
+        &dir.path().join("ntf.log"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || nsqd
+            .stats()
+            .map(|s| s["topics"][0]["channels"][0]["in_flight_count"] == 0
+                && s["topics"][0]["channels"][0]["depth"] == 0)
+            .unwrap_or(false)),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(out.join("dirt/hx.log")).unwrap(),
+        "old\nnew\n"
+    );
+    assert!(!out.join("dirt/hx.log.part").exists());
+    // A path that would leave the output directory is refused.
+    let bad = Command::new(bin("nsq_to_file"))
+        .args([
+            "--topic=dirt",
+            &format!("--nsqd-tcp-address={}", nsqd.tcp),
+            &format!("--output-dir={}", out.display()),
+            "--filename-format=../<TOPIC>.log",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+}

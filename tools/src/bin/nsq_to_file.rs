@@ -124,8 +124,13 @@ impl Settings {
         if StrftimeItems::new(&a.datetime_format).any(|i| matches!(i, Item::Error)) {
             bail!("invalid --datetime-format {:?}", a.datetime_format);
         }
-        if a.filename_format.contains('/') {
-            bail!("--filename-format must not contain '/'");
+        // `/` makes subdirectories (as in NSQ); the names stay inside --output-dir.
+        if a.filename_format.starts_with('/')
+            || a.filename_format
+                .split('/')
+                .any(|c| c == ".." || c.is_empty())
+        {
+            bail!("--filename-format must be a relative path without '..' or empty parts");
         }
         if (a.rotate_size > 0 || a.rotate_interval.is_some())
             && !a.filename_format.contains("<REV>")
@@ -452,7 +457,13 @@ fn open_file(s: &Settings, topic: &str, datetime: &str) -> Result<OpenFile> {
         }
         rev += 1;
     };
+    if name.split('/').any(|c| c == ".." || c == ".") {
+        bail!("file name {name:?} would leave the output directory");
+    }
     let part = s.work_dir.join(format!("{name}.part"));
+    if let Some(dir) = part.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -486,6 +497,9 @@ fn finalize(s: &Settings, f: OpenFile) -> Result<()> {
 }
 
 fn place(part: &Path, target: &Path) -> Result<()> {
+    if let Some(dir) = target.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     if target.exists() {
         let mut src = File::open(part)?;
         let mut dst = OpenOptions::new().append(true).open(target)?;
@@ -505,16 +519,32 @@ fn place(part: &Path, target: &Path) -> Result<()> {
 }
 
 /// Complete `.part` files left by a run that was killed, and move them into place.
+/// Every `.part` file under `dir` (subdirectories come from `/` in --filename-format).
+fn part_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for e in entries {
+        let e = e?;
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            if depth < 16 {
+                part_files(&path, depth + 1, out)?;
+            }
+        } else if path.extension().is_some_and(|x| x == "part") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 fn recover(s: &Settings) -> Result<usize> {
     let mut n = 0;
-    let entries =
-        fs::read_dir(&s.work_dir).with_context(|| format!("reading {}", s.work_dir.display()))?;
-    for e in entries {
-        let path = e?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+    let mut parts = Vec::new();
+    part_files(&s.work_dir, 0, &mut parts)?;
+    for path in parts {
+        let Some(rel) = path.strip_prefix(&s.work_dir).ok().and_then(|r| r.to_str()) else {
             continue;
         };
-        let Some(final_name) = name.strip_suffix(".part") else {
+        let Some(final_name) = rel.strip_suffix(".part") else {
             continue;
         };
         let target = s.output_dir.join(final_name);
