@@ -42,10 +42,11 @@ where
 /// Install the global subscriber with NSQ's level names (debug, info, warn, error, fatal).
 pub fn init(level: &str, prefix: &str) -> Result<(), String> {
     let level = match level.to_ascii_lowercase().as_str() {
-        "debug" => "debug",
-        "info" => "info",
-        "warn" | "warning" => "warn",
-        "error" | "fatal" => "error",
+        // Names, or NSQ's numeric levels as config files may give them (1 = debug).
+        "debug" | "1" => "debug",
+        "info" | "2" => "info",
+        "warn" | "warning" | "3" => "warn",
+        "error" | "fatal" | "4" | "5" => "error",
         other => return Err(format!("invalid --log-level {other:?}")),
     };
     let _ = tracing_subscriber::fmt()

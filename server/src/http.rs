@@ -778,10 +778,10 @@ fn config_value(nsqd: &Nsqd, opt: &str) -> Option<serde_json::Value> {
 
 fn log_level_code(level: &str) -> i64 {
     match level.to_ascii_lowercase().as_str() {
-        "debug" => 1,
-        "warn" | "warning" => 3,
-        "error" => 4,
-        "fatal" => 5,
+        "debug" | "1" => 1,
+        "warn" | "warning" | "3" => 3,
+        "error" | "4" => 4,
+        "fatal" | "5" => 5,
         _ => 2,
     }
 }

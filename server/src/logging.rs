@@ -17,10 +17,11 @@ static RELOAD: OnceLock<ReloadHandle> = OnceLock::new();
 /// NSQ's level names mapped onto tracing's (`fatal` has no equivalent: it means `error`).
 fn filter_for(level: &str) -> Result<EnvFilter, String> {
     let l = match level.to_ascii_lowercase().as_str() {
-        "debug" => "debug",
-        "info" => "info",
-        "warn" | "warning" => "warn",
-        "error" | "fatal" => "error",
+        // Names, or NSQ's numeric levels as config files may give them (1 = debug).
+        "debug" | "1" => "debug",
+        "info" | "2" => "info",
+        "warn" | "warning" | "3" => "warn",
+        "error" | "fatal" | "4" | "5" => "error",
         other => return Err(format!("invalid log level {other:?}")),
     };
     Ok(EnvFilter::new(format!("{l},sled=warn,hyper=warn")))

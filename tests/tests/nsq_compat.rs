@@ -232,7 +232,7 @@ fn nsq_example_config_files_load() {
     let cfg_path = dir.path().join("extra.cfg");
     std::fs::write(
         &cfg_path,
-        "bogus_key = 1\nmem_queue_size = 77\nmsg_timeout = 45000\nid = 12\n",
+        "bogus_key = 1\nmem_queue_size = 77\nmsg_timeout = 45000\nid = 12\nlog_level = 2\n",
     )
     .unwrap();
     let n2 = Nsqd::start(&[&format!("--config={}", cfg_path.display())]).unwrap();
@@ -247,6 +247,7 @@ fn nsq_example_config_files_load() {
         "{log}"
     );
     assert!(log.contains("ID: 12"), "{log}");
+    assert_eq!(http_json(n2.http, "/config/log_level").unwrap(), 2);
 }
 
 /// An HTTPS client for the test's self-signed certificate (which is its own CA, so it is
