@@ -59,8 +59,34 @@ impl Db {
         );
     }
 
+    /// A producer went away. As in NSQ, the topic and channel keys it registered stay
+    /// (with no producer) unless they are ephemeral.
     pub fn remove_peer(&mut self, id: u64) {
-        self.peers.remove(&id);
+        if let Some(p) = self.peers.remove(&id) {
+            for t in &p.topics {
+                self.keep_topic_key(t);
+            }
+            for (t, cs) in &p.channels {
+                for c in cs {
+                    self.keep_channel_key(t, c);
+                }
+            }
+        }
+    }
+
+    fn keep_topic_key(&mut self, topic: &str) {
+        if !topic.ends_with("#ephemeral") {
+            self.topics.insert(topic.to_string());
+        }
+    }
+
+    fn keep_channel_key(&mut self, topic: &str, channel: &str) {
+        if !topic.ends_with("#ephemeral") && !channel.ends_with("#ephemeral") {
+            self.channels
+                .entry(topic.to_string())
+                .or_default()
+                .insert(channel.to_string());
+        }
     }
 
     pub fn touch(&mut self, id: u64) {
@@ -82,18 +108,38 @@ impl Db {
         }
     }
 
+    /// The producer no longer has `topic` (or `channel`). As in NSQ, the key itself stays
+    /// (an empty registration) unless it is ephemeral.
     pub fn unregister(&mut self, id: u64, topic: &str, channel: Option<&str>) {
+        let mut had = false;
+        let mut channels_left = Vec::new();
         if let Some(p) = self.peers.get_mut(&id) {
             p.last_update = Instant::now();
             match channel {
                 Some(c) => {
                     if let Some(cs) = p.channels.get_mut(topic) {
-                        cs.remove(c);
+                        had = cs.remove(c);
                     }
                 }
                 None => {
-                    p.topics.remove(topic);
-                    p.channels.remove(topic);
+                    had = p.topics.remove(topic);
+                    channels_left = p
+                        .channels
+                        .remove(topic)
+                        .map(|cs| cs.into_iter().collect())
+                        .unwrap_or_default();
+                }
+            }
+        }
+        if !had {
+            return;
+        }
+        match channel {
+            Some(c) => self.keep_channel_key(topic, c),
+            None => {
+                self.keep_topic_key(topic);
+                for c in channels_left {
+                    self.keep_channel_key(topic, &c);
                 }
             }
         }
@@ -272,7 +318,14 @@ mod tests {
         db.remove_peer(2);
         assert!(db.producers("t", long, long).is_empty());
         db.unregister(1, "t", None);
-        assert!(!db.topic_exists("t"));
+        // As in NSQ the keys stay, with no producer; ephemeral ones go.
+        assert!(db.topic_exists("t"));
+        assert!(db.producers("t", long, long).is_empty());
+        assert_eq!(db.channels("t"), vec!["c".to_string()]);
+        db.register(1, "e#ephemeral", Some("c#ephemeral"));
+        db.unregister(1, "e#ephemeral", None);
+        assert!(!db.topic_exists("e#ephemeral"));
+        db.delete_topic("t");
         db.create_channel("x", "y");
         assert_eq!(db.topics(), vec!["x".to_string()]);
         assert!(db.delete_channel("x", "y"));

@@ -3,6 +3,7 @@
 //! paths, flags and JSON shapes.
 
 pub mod db;
+pub mod logging;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,9 +45,15 @@ fn default_hostname() -> String {
     args_override_self = true
 )]
 pub struct Options {
+    /// path to config file (NSQ's TOML keys: flag names with underscores)
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// print version string
     #[arg(long)]
     pub version: bool,
+    /// [deprecated] has no effect, use --log-level
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub verbose: Option<String>,
     /// log level: debug, info, warn, error, or fatal
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -68,6 +75,19 @@ pub struct Options {
     /// duration of time a producer will remain tombstoned if registration remains
     #[arg(long, value_parser = parse_duration, default_value = "45s")]
     pub tombstone_lifetime: Duration,
+}
+
+/// NSQ's config-file names for nsqlookupd's flags.
+pub fn config_spec() -> protocol::cli::ConfigSpec<'static> {
+    use clap::CommandFactory;
+    protocol::cli::ConfigSpec {
+        flags: Options::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(String::from))
+            .collect(),
+        renames: &[],
+        durations: &["inactive-producer-timeout", "tombstone-lifetime"],
+    }
 }
 
 pub struct Lookupd {
@@ -107,7 +127,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     });
     let _ = l.tcp_addr.set(tcp.local_addr()?);
     let _ = l.http_addr.set(http.local_addr()?);
-    tracing::info!(tcp = %tcp.local_addr()?, http = %http.local_addr()?, "nsqlookupd listening");
+    tracing::info!("TCP: listening on {}", tcp.local_addr()?);
+    tracing::info!("HTTP: listening on {}", http.local_addr()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let accept = {
         let l = l.clone();
@@ -128,11 +149,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut http_stop = stop_rx.clone();
     let app = router(l.clone());
     let http_task = tokio::spawn(async move {
-        let _ = axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await;
+        let _ = axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.changed().await;
+        })
+        .await;
     });
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -369,6 +393,36 @@ pub fn router(l: Shared) -> Router {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
         })
         .with_state(l)
+        .layer(axum::middleware::from_fn(around))
+}
+
+/// Every answer but /ping carries NSQ's `X-NSQ-Content-Type`, and every request is logged
+/// at INFO, as NSQ's nsqlookupd does.
+async fn around(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let remote = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let mut resp = next.run(req).await;
+    if path != "/ping" {
+        resp.headers_mut().insert(
+            "X-NSQ-Content-Type",
+            HeaderValue::from_static("nsq; version=1.0"),
+        );
+    }
+    tracing::info!(
+        "{} {} {} ({}) {:?}",
+        resp.status().as_u16(),
+        method,
+        path,
+        remote,
+        started.elapsed()
+    );
+    resp
 }
 
 fn ok(r: Result<Response, ApiError>) -> Response {
@@ -437,12 +491,9 @@ async fn topic_create(State(l): State<Shared>, RawQuery(q): RawQuery) -> Respons
 
 async fn topic_delete(State(l): State<Shared>, RawQuery(q): RawQuery) -> Response {
     ok((|| {
+        // Deleting a topic nobody registered is not an error in NSQ.
         let t = topic_arg(&q)?;
-        let mut db = l.db.lock();
-        if !db.topic_exists(&t) {
-            return Err(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
-        }
-        db.delete_topic(&t);
+        l.db.lock().delete_topic(&t);
         Ok(StatusCode::OK.into_response())
     })())
 }
@@ -472,9 +523,8 @@ async fn tombstone(State(l): State<Shared>, RawQuery(q): RawQuery) -> Response {
         let t = topic_arg(&q)?;
         let node =
             param(&q, "node").ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_NODE"))?;
-        if !l.db.lock().tombstone(&t, &node) {
-            return Err(ApiError(StatusCode::NOT_FOUND, "PRODUCER_NOT_FOUND"));
-        }
+        // As in NSQ, tombstoning on a node that does not produce the topic is a no-op.
+        l.db.lock().tombstone(&t, &node);
         Ok(StatusCode::OK.into_response())
     })())
 }

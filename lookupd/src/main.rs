@@ -1,20 +1,19 @@
-//! nsqlookupd binary: parse NSQ's flags, then run.
+//! nsqlookupd binary: parse NSQ's flags (and --config), then run.
 
 use clap::Parser;
 use nsqlookupd::Options;
 
 fn main() -> std::process::ExitCode {
-    // Accept Go-style single-dash long flags (-tcp-address=...) like NSQ's binaries.
-    let args: Vec<String> = std::env::args()
-        .enumerate()
-        .map(|(i, a)| {
-            if i > 0 && a.starts_with('-') && !a.starts_with("--") && a.len() > 2 {
-                format!("-{a}")
-            } else {
-                a
+    // Go-style single-dash long flags (-tcp-address=...) work as with NSQ's binaries.
+    let args = protocol::cli::normalize_args(std::env::args());
+    let (args, mut warnings) =
+        match protocol::cli::with_config_file(args, &nsqlookupd::config_spec()) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("nsqlookupd: {e}");
+                return std::process::ExitCode::from(1);
             }
-        })
-        .collect();
+        };
     let opts = match Options::try_parse_from(args) {
         Ok(o) => o,
         Err(e) => {
@@ -30,22 +29,21 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::SUCCESS;
     }
-    let level = match opts.log_level.to_ascii_lowercase().as_str() {
-        "debug" => "debug",
-        "info" => "info",
-        "warn" | "warning" => "warn",
-        "error" | "fatal" => "error",
-        other => {
-            eprintln!("nsqlookupd: invalid --log-level {other:?}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+    if let Err(e) = nsqlookupd::logging::init(&opts.log_level, &opts.log_prefix) {
+        eprintln!("nsqlookupd: {e}");
+        return std::process::ExitCode::from(1);
+    }
+    if opts.verbose.is_some() {
+        warnings.push("--verbose is deprecated and has no effect; use --log-level".into());
+    }
+    tracing::info!(
+        "nsqlookupd v{} (nsq-rs {})",
+        nsqlookupd::NSQ_COMPAT_VERSION,
+        env!("CARGO_PKG_VERSION")
+    );
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

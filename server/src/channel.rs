@@ -213,6 +213,10 @@ impl Channel {
             if out.len() == before {
                 break;
             }
+            // Every record read from the cursor entered this channel (NSQ's message_count
+            // counts deferred ones too).
+            self.message_count
+                .fetch_add((out.len() - before) as u64, Ordering::Relaxed);
             // Deferred records (DPUB, or replayed after a restart) wait for their time.
             let now_ms = unix_ms();
             let mut i = before;
@@ -228,8 +232,6 @@ impl Channel {
                     i += 1;
                 }
             }
-            self.message_count
-                .fetch_add((out.len() - before) as u64, Ordering::Relaxed);
         }
         for m in &mut out[start..] {
             m.attempts = m.attempts.saturating_add(1);
@@ -442,7 +444,9 @@ impl Channel {
             backend_depth: cs.backend_depth,
             in_flight_count: in_flight as u64,
             deferred_count: deferred as u64,
-            message_count: self.message_count.load(Ordering::Relaxed),
+            // NSQ counts the messages that entered the channel: those read from the cursor
+            // so far plus those waiting in it.
+            message_count: self.message_count.load(Ordering::Relaxed) + cs.depth,
             requeue_count: self.requeue_count.load(Ordering::Relaxed),
             timeout_count: self.timeout_count.load(Ordering::Relaxed),
             client_count: clients.len(),

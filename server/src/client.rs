@@ -9,10 +9,11 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-/// Connection states, numbered as NSQ reports them in /stats.
+/// Connection states, numbered as NSQ reports them in /stats (NSQ: 0 init, 1 disconnected,
+/// 2 connected, 3 subscribed, 4 closing).
 pub const STATE_INIT: i32 = 0;
-pub const STATE_SUBSCRIBED: i32 = 2;
-pub const STATE_CLOSING: i32 = 3;
+pub const STATE_SUBSCRIBED: i32 = 3;
+pub const STATE_CLOSING: i32 = 4;
 
 /// What a client told us in IDENTIFY and what was negotiated; read by /stats.
 #[derive(Debug, Clone, Default)]
@@ -170,9 +171,14 @@ pub struct ClientStats {
     pub deflate: bool,
     pub snappy: bool,
     pub user_agent: String,
+    // NSQ leaves these four out when empty (omitempty); so do we, for an identical key set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub authed: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub auth_identity: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub auth_identity_url: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pub_counts: Vec<PubCount>,
     pub tls: bool,
     pub tls_cipher_suite: String,

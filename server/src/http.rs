@@ -68,7 +68,15 @@ fn ok_empty() -> Response {
     r
 }
 
+/// The API as served on the plain HTTP listener.
 pub fn router(nsqd: Shared) -> Router {
+    router_for(nsqd, false)
+}
+
+/// The API for one listener: `over_tls` is true for the HTTPS listener, where
+/// `--tls-required` is already satisfied.
+pub fn router_for(nsqd: Shared, over_tls: bool) -> Router {
+    let layer_state = (nsqd.clone(), over_tls);
     let mut r = Router::new()
         .route("/ping", get(ping))
         .route("/info", get(info))
@@ -106,6 +114,53 @@ pub fn router(nsqd: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(nsqd)
+        .layer(axum::middleware::from_fn_with_state(layer_state, around))
+}
+
+/// Around every request: NSQ's `TLS_REQUIRED` refusal on plain HTTP when
+/// `--tls-required=true`, the `X-NSQ-Content-Type` header NSQ puts on every API answer
+/// (all but /ping), and one log line per request at INFO, as NSQ logs them.
+async fn around(
+    State((nsqd, over_tls)): State<(Shared, bool)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let remote = remote_of(&req);
+    let mut resp = if !over_tls && nsqd.opts().tls_required_on_http() {
+        let port = nsqd.https_addr.get().map(|a| a.port()).unwrap_or(0);
+        json_response(
+            StatusCode::FORBIDDEN,
+            format!("{{\"message\": \"TLS_REQUIRED\", \"https_port\": {port}}}"),
+        )
+    } else {
+        next.run(req).await
+    };
+    if path != "/ping" {
+        resp.headers_mut().insert(
+            "X-NSQ-Content-Type",
+            HeaderValue::from_static("nsq; version=1.0"),
+        );
+    }
+    // NSQ's request line: `200 GET /stats (127.0.0.1:59394) 168.676µs`.
+    tracing::info!(
+        "{} {} {} ({}) {:?}",
+        resp.status().as_u16(),
+        method,
+        path,
+        remote,
+        started.elapsed()
+    );
+    resp
+}
+
+fn remote_of(req: &axum::extract::Request) -> String {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default()
 }
 
 async fn not_found() -> Response {
@@ -154,7 +209,7 @@ impl Params {
             .get("channel")
             .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
         if !protocol::names::is_valid_channel_name(c) {
-            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_CHANNEL"));
+            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL"));
         }
         Ok(c.to_string())
     }
@@ -200,6 +255,10 @@ async fn info(State(nsqd): State<Shared>) -> Response {
         "http_port": nsqd.http_addr.get().map(|a| a.port()).unwrap_or(0),
         "tcp_port": nsqd.tcp_addr.get().map(|a| a.port()).unwrap_or(0),
         "start_time": nsqd.start_time,
+        "max_heartbeat_interval": opts.max_heartbeat_interval.as_nanos() as u64,
+        "max_output_buffer_size": opts.max_output_buffer_size,
+        "max_output_buffer_timeout": opts.max_output_buffer_timeout.as_nanos() as u64,
+        "max_deflate_level": opts.max_deflate_level,
     }))
 }
 
@@ -299,10 +358,14 @@ async fn do_mpublish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Resp
     if body.len() > max_body {
         return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"));
     }
-    let binary = params.0.contains_key("binary");
+    // NSQ reads `binary` as a boolean: `?binary=false` is the text format.
+    let binary = match params.get("binary") {
+        None => false,
+        Some(v) => !matches!(v, "false" | "0" | "f" | "F" | "FALSE" | "False"),
+    };
     let bodies: Vec<Bytes> = if binary {
         protocol::v2::parse_mpub_body(&body, max_msg as u64)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.http_code()))?
+            .map_err(|e| ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.http_code()))?
     } else {
         let mut v = Vec::new();
         for line in body.split(|&b| b == b'\n') {
@@ -317,7 +380,8 @@ async fn do_mpublish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Resp
         v
     };
     if bodies.is_empty() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
+        // NSQ answers an empty batch with OK (and publishes nothing).
+        return Ok(ok_text("OK"));
     }
     publish_to(&nsqd, &topic, bodies, 0).await?;
     Ok(ok_text("OK"))
@@ -388,7 +452,8 @@ struct StatsDoc {
     health: String,
     start_time: i64,
     topics: Vec<TopicStats>,
-    memory: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<serde_json::Value>,
     producers: Vec<crate::client::ClientStats>,
 }
 
@@ -401,7 +466,7 @@ async fn stats(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
     let topic_filter = params.get("topic");
     let channel_filter = params.get("channel");
     let include_clients = params.get("include_clients").is_none_or(|v| v != "false");
-    let percentiles = &opts.e2e_processing_latency_percentiles;
+    let percentiles = &opts.percentiles();
     let topics: Vec<TopicStats> = nsqd
         .topics()
         .iter()
@@ -424,7 +489,10 @@ async fn stats(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
         health,
         start_time: nsqd.start_time,
         topics,
-        memory: memory_stats(),
+        memory: params
+            .get("include_mem")
+            .is_none_or(|v| v != "false")
+            .then(memory_stats),
         producers,
     };
     if params.get("format") == Some("json") {
@@ -440,7 +508,7 @@ async fn stats(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
 
 /// Resident memory from /proc (Linux); zeros elsewhere. Field names follow NSQ's (which
 /// come from Go's runtime) where a Rust process has an equivalent.
-fn memory_stats() -> serde_json::Value {
+pub(crate) fn memory_stats() -> serde_json::Value {
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -465,8 +533,23 @@ fn memory_stats() -> serde_json::Value {
     })
 }
 
+/// The memory fields in NSQ's order.
+const MEMORY_FIELDS: [&str; 9] = [
+    "heap_objects",
+    "heap_idle_bytes",
+    "heap_in_use_bytes",
+    "heap_released_bytes",
+    "gc_pause_usec_100",
+    "gc_pause_usec_99",
+    "gc_pause_usec_95",
+    "next_gc_bytes",
+    "gc_total_runs",
+];
+
+/// /stats in NSQ's text layout (what `curl host:4151/stats` shows an operator).
 fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
     use std::fmt::Write;
+    let now = crate::channel::unix_ms() as i64 / 1000;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -474,28 +557,39 @@ fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
         NSQ_COMPAT_VERSION,
         crate::nsqd::VERSION
     );
-    let _ = writeln!(s, "start_time {}", doc.start_time);
-    let _ = writeln!(s, "uptime {:?}\n", nsqd.uptime());
+    let _ = writeln!(s, "start_time {}", rfc3339_utc(doc.start_time));
+    let _ = writeln!(s, "uptime {}\n", go_duration(nsqd.uptime()));
     let _ = writeln!(s, "Health: {}\n", doc.health);
+    if let Some(mem) = &doc.memory {
+        let _ = writeln!(s, "Memory:");
+        for k in MEMORY_FIELDS {
+            let v = mem.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            let _ = writeln!(s, "   {k:<25}\t{v}");
+        }
+        let _ = writeln!(s);
+    }
     if doc.topics.is_empty() {
-        let _ = writeln!(s, "Topics: None\n");
+        let _ = writeln!(s, "Topics: None");
     } else {
         let _ = writeln!(s, "Topics:");
     }
+    let paused = |p: bool| if p { "*P " } else { "   " };
     for t in &doc.topics {
         let _ = writeln!(
             s,
-            "   [{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8}{}",
+            "{}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: {}",
+            paused(t.paused),
             t.topic_name,
             t.depth,
             t.backend_depth,
             t.message_count,
-            if t.paused { " *P" } else { "" }
+            e2e_text(&t.e2e_processing_latency)
         );
         for c in &t.channels {
             let _ = writeln!(
                 s,
-                "      [{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8}{}",
+                "   {}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: {}",
+                paused(c.paused),
                 c.channel_name,
                 c.depth,
                 c.backend_depth,
@@ -504,36 +598,126 @@ fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
                 c.requeue_count,
                 c.timeout_count,
                 c.message_count,
-                if c.paused { " *P" } else { "" }
+                e2e_text(&c.e2e_processing_latency)
             );
             for cl in &c.clients {
                 let _ = writeln!(
                     s,
-                    "        [V2 {:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}s",
-                    cl.remote_address,
+                    "        [{}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}",
+                    client_label(cl),
                     cl.state,
                     cl.in_flight_count,
                     cl.ready_count,
                     cl.finish_count,
                     cl.requeue_count,
                     cl.message_count,
-                    cl.connect_ts
+                    go_duration(std::time::Duration::from_secs(
+                        (now - cl.connect_ts).max(0) as u64
+                    ))
                 );
             }
         }
     }
-    if !doc.producers.is_empty() {
+    if doc.producers.is_empty() {
+        let _ = writeln!(s, "\nProducers: None");
+    } else {
         let _ = writeln!(s, "\nProducers:");
         for p in &doc.producers {
+            let topics: Vec<String> = p
+                .pub_counts
+                .iter()
+                .map(|c| format!("{}={}", c.topic, c.count))
+                .collect();
             let _ = writeln!(
                 s,
-                "   [V2 {:<21}] msgs: {}",
-                p.remote_address,
-                p.pub_counts.iter().map(|c| c.count).sum::<u64>()
+                "   [{}] msgs: {:<8} topics: {} connected: {}",
+                client_label(p),
+                p.pub_counts.iter().map(|c| c.count).sum::<u64>(),
+                topics.join(","),
+                go_duration(std::time::Duration::from_secs(
+                    (now - p.connect_ts).max(0) as u64
+                ))
             );
         }
     }
     s
+}
+
+/// `V2 host:port user-agent`, as NSQ labels a client in /stats text.
+fn client_label(c: &crate::client::ClientStats) -> String {
+    let port = c
+        .remote_address
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .unwrap_or("");
+    let host = if c.hostname.is_empty() {
+        c.remote_address
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&c.remote_address)
+    } else {
+        &c.hostname
+    };
+    let mut label = format!("V2 {host}:{port}");
+    if !c.user_agent.is_empty() {
+        label.push(' ');
+        label.push_str(&c.user_agent);
+    }
+    label
+}
+
+/// The e2e percentiles as NSQ's text stats show them: `205.0ms, 190.2ms`.
+fn e2e_text(l: &crate::stats::LatencyStats) -> String {
+    match &l.percentiles {
+        Some(ps) => ps
+            .iter()
+            .map(|p| format!("{:.1}ms", p.value as f64 / 1e6))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => String::new(),
+    }
+}
+
+/// A duration the way Go prints one (`1m13.709s`, `2s`, `1h0m5s`).
+fn go_duration(d: std::time::Duration) -> String {
+    let total = d.as_secs();
+    let (h, m, sec) = (total / 3600, (total / 60) % 60, total % 60);
+    let nanos = d.subsec_nanos();
+    let mut secs = sec.to_string();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        secs.push('.');
+        secs.push_str(frac.trim_end_matches('0'));
+    }
+    if h > 0 {
+        format!("{h}h{m}m{secs}s")
+    } else if m > 0 {
+        format!("{m}m{secs}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Seconds since the epoch as `2026-12-01T12:11:53Z`.
+fn rfc3339_utc(epoch_secs: i64) -> String {
+    let days = epoch_secs.div_euclid(86_400);
+    let rem = epoch_secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
 }
 
 /// GET /config/:opt — the current value, as JSON.
@@ -550,7 +734,8 @@ fn config_value(nsqd: &Nsqd, opt: &str) -> Option<serde_json::Value> {
     let ns = |d: std::time::Duration| json!(d.as_nanos() as u64);
     Some(match opt {
         "nsqlookupd_tcp_addresses" | "lookupd_tcp_addresses" => json!(o.lookupd_tcp_addresses),
-        "log_level" => json!(o.log_level),
+        // NSQ reports its numeric level: 1 debug, 2 info, 3 warn, 4 error, 5 fatal.
+        "log_level" => json!(log_level_code(&o.log_level)),
         "log_prefix" => json!(o.log_prefix),
         "tcp_address" => json!(o.tcp_address),
         "http_address" => json!(o.http_address),
@@ -578,12 +763,48 @@ fn config_value(nsqd: &Nsqd, opt: &str) -> Option<serde_json::Value> {
         "deflate_enabled" | "deflate" => json!(o.deflate),
         "max_deflate_level" => json!(o.max_deflate_level),
         "auth_http_addresses" => json!(o.auth_http_addresses),
-        "tls_required" => json!(o.tls_required),
-        "tls_min_version" => json!(o.tls_min_version),
-        "e2e_processing_latency_percentiles" => json!(o.e2e_processing_latency_percentiles),
+        "tls_required" => json!(o.tls_required_code()),
+        "tls_min_version" => json!(tls_version_code(&o.tls_min_version)),
+        "https_address" => json!(o.https_address),
+        "node_id" | "id" => json!(o.node_id),
+        "statsd_address" => json!(o.statsd_address),
+        "statsd_prefix" => json!(crate::statsd::expanded_prefix(
+            &o,
+            nsqd.http_addr.get().map(|a| a.port()).unwrap_or(0)
+        )),
+        "statsd_interval" => ns(o.statsd_interval),
+        "statsd_mem_stats" => json!(o.statsd_mem_stats),
+        "statsd_udp_packet_size" => json!(o.statsd_udp_packet_size),
+        "statsd_exclude_ephemeral" => json!(o.statsd_exclude_ephemeral),
+        "http_client_connect_timeout" => ns(o.http_client_connect_timeout),
+        "http_client_request_timeout" => ns(o.http_client_request_timeout),
+        "queue_scan_worker_pool_max" => json!(o.queue_scan_worker_pool_max),
+        "queue_scan_selection_count" => json!(o.queue_scan_selection_count),
+        "e2e_processing_latency_percentiles" => json!(o.percentiles()),
         "e2e_processing_latency_window_time" => ns(o.e2e_processing_latency_window_time),
         _ => return None,
     })
+}
+
+fn log_level_code(level: &str) -> i64 {
+    match level.to_ascii_lowercase().as_str() {
+        "debug" | "1" => 1,
+        "warn" | "warning" | "3" => 3,
+        "error" | "4" => 4,
+        "fatal" | "5" => 5,
+        _ => 2,
+    }
+}
+
+/// Go's crypto/tls version numbers, as NSQ reports `tls_min_version`.
+fn tls_version_code(v: &str) -> i64 {
+    match v.to_ascii_lowercase().as_str() {
+        "ssl3.0" => 0x0300,
+        "tls1.1" => 0x0302,
+        "tls1.2" => 0x0303,
+        "tls1.3" => 0x0304,
+        _ => 0x0301,
+    }
 }
 
 /// PUT /config/:opt — NSQ allows changing the lookupd addresses and the log level at runtime.
@@ -669,6 +890,15 @@ async fn debug(State(nsqd): State<Shared>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_helpers() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_796_127_113), "2026-12-01T12:11:53Z");
+        assert_eq!(go_duration(std::time::Duration::from_secs(73)), "1m13s");
+        assert_eq!(go_duration(std::time::Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(std::time::Duration::from_secs(3605)), "1h0m5s");
+    }
 
     #[test]
     fn percent_decoding() {

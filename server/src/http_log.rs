@@ -154,13 +154,14 @@ fn peek_n(p: &[(String, String)]) -> Result<usize, Failure> {
     }
 }
 
-fn messages_json(msgs: &[engine::Message]) -> serde_json::Value {
+/// Messages as JSON, with the ids clients see (see `guid.rs`).
+fn messages_json(key: u64, msgs: &[engine::Message]) -> serde_json::Value {
     let b64 = base64::engine::general_purpose::STANDARD;
     let list: Vec<serde_json::Value> = msgs
         .iter()
         .map(|m| {
             serde_json::json!({
-                "id": String::from_utf8_lossy(&m.id),
+                "id": String::from_utf8_lossy(&crate::guid::to_wire(key, &m.id)),
                 "sequence": m.seq,
                 "timestamp": m.timestamp_ns,
                 "attempts": m.attempts,
@@ -204,11 +205,12 @@ async fn channel_peek(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Resp
     let result = (|| {
         let p = params(q)?;
         let n = peek_n(&p)?;
-        let (_, channel) = topic_and_channel(&nsqd, &p, true)?;
+        let (topic, channel) = topic_and_channel(&nsqd, &p, true)?;
         let channel = channel.ok_or(Failure(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))?;
         let msgs = tokio::task::block_in_place(|| channel.peek(n, MAX_PEEK_BYTES))
             .map_err(|_| Failure(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
-        Ok(json(messages_json(&msgs)))
+        let key = crate::guid::wire_key(nsqd.node_id, topic.id_mask);
+        Ok(json(messages_json(key, &msgs)))
     })();
     result.unwrap_or_else(|e: Failure| e.into_response())
 }
@@ -220,7 +222,8 @@ async fn topic_peek(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Respon
         let (topic, _) = topic_and_channel(&nsqd, &p, false)?;
         let msgs = tokio::task::block_in_place(|| topic.inner.peek_newest(n, MAX_PEEK_BYTES))
             .map_err(|_| Failure(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?;
-        Ok(json(messages_json(&msgs)))
+        let key = crate::guid::wire_key(nsqd.node_id, topic.id_mask);
+        Ok(json(messages_json(key, &msgs)))
     })();
     result.unwrap_or_else(|e: Failure| e.into_response())
 }

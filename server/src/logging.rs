@@ -1,5 +1,7 @@
 //! Structured logs with tracing: `--log-level` picks the filter (changeable at runtime
-//! through PUT /config/log_level) and `--log-prefix` starts every line, as NSQ's logs do.
+//! through PUT /config/log_level) and lines look like NSQ's: `--log-prefix`, the local time,
+//! then `INFO:` / `WARNING:` / `ERROR:` / `DEBUG:`. No colour codes unless stderr is a
+//! terminal.
 
 use std::sync::OnceLock;
 
@@ -15,25 +17,26 @@ static RELOAD: OnceLock<ReloadHandle> = OnceLock::new();
 /// NSQ's level names mapped onto tracing's (`fatal` has no equivalent: it means `error`).
 fn filter_for(level: &str) -> Result<EnvFilter, String> {
     let l = match level.to_ascii_lowercase().as_str() {
-        "debug" => "debug",
-        "info" => "info",
-        "warn" | "warning" => "warn",
-        "error" | "fatal" => "error",
+        // Names, or NSQ's numeric levels as config files may give them (1 = debug).
+        "debug" | "1" => "debug",
+        "info" | "2" => "info",
+        "warn" | "warning" | "3" => "warn",
+        "error" | "fatal" | "4" | "5" => "error",
         other => return Err(format!("invalid log level {other:?}")),
     };
     Ok(EnvFilter::new(format!("{l},sled=warn,hyper=warn")))
 }
 
-struct Prefixed<F> {
-    prefix: String,
-    inner: F,
+/// NSQ's log line: `<prefix><local date and time> LEVEL: message key=value...`, e.g.
+/// `[nsqd] 2026/12/01 12:11:53.244946 INFO: TCP: listening on ...`.
+pub struct NsqFormat {
+    pub prefix: String,
 }
 
-impl<S, N, F> FormatEvent<S, N> for Prefixed<F>
+impl<S, N> FormatEvent<S, N> for NsqFormat
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
 {
     fn format_event(
         &self,
@@ -41,8 +44,21 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        writer.write_str(&self.prefix)?;
-        self.inner.format_event(ctx, writer, event)
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARNING",
+            tracing::Level::INFO => "INFO",
+            _ => "DEBUG",
+        };
+        write!(
+            writer,
+            "{}{} {}: ",
+            self.prefix,
+            chrono::Local::now().format("%Y/%m/%d %H:%M:%S%.6f"),
+            level
+        )?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }
 
@@ -54,9 +70,8 @@ pub fn init(level: &str, prefix: &str) -> Result<(), String> {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .event_format(Prefixed {
+        .event_format(NsqFormat {
             prefix: prefix.to_string(),
-            inner: tracing_subscriber::fmt::format().with_target(false),
         });
     if tracing_subscriber::registry()
         .with(filter)

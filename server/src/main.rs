@@ -1,18 +1,21 @@
 //! nsqd binary: parse NSQ's flags (and --config), then run the daemon.
 
-use clap::Parser;
-use nsqd::options::{normalize_args, validate, with_config_file, Options};
+use clap::{CommandFactory, FromArgMatches};
+use nsqd::options::{normalize_args, startup_warnings, validate, with_config_file, Options};
 
 fn main() -> std::process::ExitCode {
     let args = normalize_args(std::env::args());
-    let args = match with_config_file(args) {
+    let (args, mut warnings) = match with_config_file(args) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("nsqd: {e}");
             return std::process::ExitCode::from(1);
         }
     };
-    let opts = match Options::try_parse_from(args) {
+    let parsed = Options::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Options::from_arg_matches(&m).map(|o| (o, m)));
+    let (opts, matches) = match parsed {
         Ok(o) => o,
         Err(e) => {
             let _ = e.print();
@@ -34,6 +37,18 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = nsqd::logging::init(&opts.log_level, &opts.log_prefix) {
         eprintln!("nsqd: {e}");
         return std::process::ExitCode::from(1);
+    }
+    warnings.extend(startup_warnings(&opts, |id| {
+        matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    }));
+    tracing::info!(
+        "nsqd v{} (nsq-rs {})",
+        nsqd::nsqd::NSQ_COMPAT_VERSION,
+        nsqd::nsqd::VERSION
+    );
+    tracing::info!("ID: {}", opts.node_id);
+    for w in &warnings {
+        tracing::warn!("{w}");
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -26,12 +26,18 @@ pub struct Nsqd {
     pub engine: engine::Engine,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     pub start_time: i64,
+    /// For uptime with sub-second precision (/stats text prints it as Go does).
+    started: Instant,
     next_client_id: AtomicU64,
     /// Every connected TCP client (producers and consumers), for /stats.
     pub clients: Mutex<HashMap<u64, Arc<Client>>>,
     pub lookup: OnceLock<Lookup>,
     pub tcp_addr: OnceLock<SocketAddr>,
     pub http_addr: OnceLock<SocketAddr>,
+    /// Set when the HTTPS listener is up (TLS configured and --https-address given).
+    pub https_addr: OnceLock<SocketAddr>,
+    /// `--node-id` (fixed for the process; read on every message frame and FIN).
+    pub node_id: i64,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Set while shutting down: publishes get E_PUB_FAILED / 503 EXITING.
     pub exiting: AtomicBool,
@@ -78,10 +84,13 @@ impl Nsqd {
             None
         };
         let http_client = reqwest::Client::builder()
+            .connect_timeout(opts.http_client_connect_timeout)
             .timeout(opts.http_client_request_timeout)
             .build()
             .map_err(|e| NsqdError::Config(format!("http client: {e}")))?;
+        let node_id = opts.node_id;
         let nsqd = Arc::new(Nsqd {
+            node_id,
             opts: RwLock::new(Arc::new(opts)),
             engine,
             topics: RwLock::new(HashMap::new()),
@@ -89,11 +98,13 @@ impl Nsqd {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0),
+            started: Instant::now(),
             next_client_id: AtomicU64::new(1),
             clients: Mutex::new(HashMap::new()),
             lookup: OnceLock::new(),
             tcp_addr: OnceLock::new(),
             http_addr: OnceLock::new(),
+            https_addr: OnceLock::new(),
             tls,
             exiting: AtomicBool::new(false),
             health: Mutex::new(None),
@@ -289,11 +300,7 @@ impl Nsqd {
     }
 
     pub fn uptime(&self) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        Duration::from_secs((now - self.start_time).max(0) as u64)
+        self.started.elapsed()
     }
 }
 

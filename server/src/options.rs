@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
-pub use protocol::cli::{normalize_args, parse_duration};
+pub use protocol::cli::{normalize_args, parse_duration, ConfigSpec};
 
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s {
@@ -34,7 +34,8 @@ fn default_hostname() -> String {
     args_override_self = true
 )]
 pub struct Options {
-    /// path to a TOML config file (keys are flag names with underscores)
+    /// path to config file (NSQ's TOML keys: flag names with underscores, plus `id`,
+    /// `nsqlookupd_tcp_addresses`, `auth_http_addresses`, `e2e_processing_latency_percentiles`)
     #[arg(long)]
     pub config: Option<PathBuf>,
 
@@ -50,13 +51,21 @@ pub struct Options {
     #[arg(long, default_value = "[nsqd] ")]
     pub log_prefix: String,
 
-    /// unique part for message IDs, (int) in range [0,1024) (default is hash of hostname)
-    #[arg(long, alias = "worker-id")]
-    pub node_id: Option<u16>,
+    /// [deprecated] has no effect, use --log-level
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub verbose: Option<String>,
 
-    /// <addr>:<port> to listen on for HTTPS clients
-    #[arg(long)]
-    pub https_address: Option<String>,
+    /// unique part for message IDs, (int) in range [0,1024) (default is hash of hostname)
+    #[arg(long, default_value_t = default_node_id(), allow_negative_numbers = true)]
+    pub node_id: i64,
+
+    /// [deprecated] use --node-id
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub worker_id: Option<String>,
+
+    /// <addr>:<port> to listen on for HTTPS clients (served when --tls-cert/--tls-key are set)
+    #[arg(long, default_value = "0.0.0.0:4152")]
+    pub https_address: String,
 
     /// <addr>:<port> to listen on for HTTP clients
     #[arg(long, default_value = "0.0.0.0:4151")]
@@ -82,7 +91,7 @@ pub struct Options {
     #[arg(long = "lookupd-tcp-address")]
     pub lookupd_tcp_addresses: Vec<String>,
 
-    /// Deprecated. Use --http-client-request-timeout instead. (accepted and ignored)
+    /// timeout for HTTP connect
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub http_client_connect_timeout: Duration,
 
@@ -124,6 +133,16 @@ pub struct Options {
     /// duration of time per diskqueue fsync
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub sync_timeout: Duration,
+
+    /// max concurrency for checking in-flight and deferred message timeouts (accepted;
+    /// nsq-rs checks every channel's timers on one timer, so it has no effect)
+    #[arg(long, default_value_t = 4)]
+    pub queue_scan_worker_pool_max: i64,
+
+    /// number of channels to check per cycle (every 100ms) for in-flight and deferred
+    /// timeouts (accepted; nsq-rs checks every channel each cycle, so it has no effect)
+    #[arg(long, default_value_t = 20)]
+    pub queue_scan_selection_count: i64,
 
     /// duration to wait before auto-requeing a message
     #[arg(long, value_parser = parse_duration, default_value = "1m0s")]
@@ -173,8 +192,9 @@ pub struct Options {
     #[arg(long, default_value_t = 0)]
     pub max_channel_consumers: i64,
 
-    /// message processing time percentiles (as float (0, 1.0]) to track (can be specified multiple times)
-    #[arg(long = "e2e-processing-latency-percentile")]
+    /// message processing time percentiles (as float (0, 1.0]) to track (can be specified
+    /// multiple times or comma separated '1.0,0.99,0.95', default none)
+    #[arg(long = "e2e-processing-latency-percentile", value_delimiter = ',')]
     pub e2e_processing_latency_percentiles: Vec<f64>,
 
     /// calculate end to end latency quantiles for this duration of time
@@ -225,25 +245,112 @@ pub struct Options {
     #[arg(long, default_value = "get")]
     pub auth_http_request_method: String,
 
-    /// UDP <addr>:<port> of a statsd daemon for pushing stats (accepted; statsd output is not implemented)
+    /// UDP <addr>:<port> of a statsd daemon for pushing stats
     #[arg(long, default_value = "")]
     pub statsd_address: String,
 
-    /// prefix used for keys sent to statsd (accepted, unused)
+    /// prefix used for keys sent to statsd (%s for host replacement)
     #[arg(long, default_value = "nsq.%s")]
     pub statsd_prefix: String,
 
-    /// duration between pushing to statsd (accepted, unused)
+    /// duration between pushing to statsd
     #[arg(long, value_parser = parse_duration, default_value = "1m0s")]
     pub statsd_interval: Duration,
 
-    /// toggle sending memory and GC stats to statsd (accepted, unused)
+    /// toggle sending memory and GC stats to statsd
     #[arg(long, default_value = "true", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true")]
     pub statsd_mem_stats: bool,
 
-    /// the size of the UDP packets sent to statsd (accepted, unused)
+    /// skip ephemeral topics and channels when sending stats to statsd
+    #[arg(long, default_value = "false", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true")]
+    pub statsd_exclude_ephemeral: bool,
+
+    /// the size in bytes of statsd UDP packets
     #[arg(long, default_value_t = 508)]
     pub statsd_udp_packet_size: i64,
+}
+
+/// NSQ's default node id: a hash of the hostname (CRC-32 of its MD5 digest, mod 1024), so a
+/// host keeps its id across restarts and NSQ and nsq-rs pick the same one.
+pub fn default_node_id() -> i64 {
+    let digest = crate::md5::digest(default_hostname().as_bytes());
+    i64::from(crc32fast::hash(&digest) % 1024)
+}
+
+/// NSQ's config-file names for nsqd's flags.
+pub fn config_spec() -> ConfigSpec<'static> {
+    use clap::CommandFactory;
+    ConfigSpec {
+        flags: Options::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(String::from))
+            .collect(),
+        renames: &[
+            ("id", "node-id"),
+            ("nsqlookupd_tcp_addresses", "lookupd-tcp-address"),
+            ("auth_http_addresses", "auth-http-address"),
+            (
+                "e2e_processing_latency_percentiles",
+                "e2e-processing-latency-percentile",
+            ),
+        ],
+        durations: &[
+            "http-client-connect-timeout",
+            "http-client-request-timeout",
+            "sync-timeout",
+            "msg-timeout",
+            "max-msg-timeout",
+            "max-req-timeout",
+            "max-heartbeat-interval",
+            "max-output-buffer-timeout",
+            "min-output-buffer-timeout",
+            "output-buffer-timeout",
+            "e2e-processing-latency-window-time",
+            "statsd-interval",
+        ],
+    }
+}
+
+/// Warnings for the startup log: deprecated flags, and flags that are accepted for NSQ's
+/// sake but cannot do here what they do in NSQ. `explicit` says whether a flag was given
+/// (on the command line or in the config file).
+pub fn startup_warnings(o: &Options, explicit: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut w = Vec::new();
+    if o.verbose.is_some() {
+        w.push("--verbose is deprecated and has no effect; use --log-level".to_string());
+    }
+    if o.worker_id.is_some() {
+        w.push("--worker-id is deprecated and has no effect; use --node-id".to_string());
+    }
+    for flag in ["queue_scan_worker_pool_max", "queue_scan_selection_count"] {
+        if explicit(flag) {
+            w.push(format!(
+                "--{} has no effect: nsq-rs checks every channel's in-flight and deferred timers on one timer",
+                flag.replace('_', "-")
+            ));
+        }
+    }
+    if o.tls_enabled()
+        && matches!(
+            o.tls_min_version.to_ascii_lowercase().as_str(),
+            "ssl3.0" | "tls1.0" | "tls1.1"
+        )
+    {
+        w.push(format!(
+            "--tls-min-version={}: only TLS 1.2 and 1.3 are supported, so the minimum is TLS 1.2",
+            o.tls_min_version
+        ));
+    }
+    if o.e2e_processing_latency_percentiles
+        .iter()
+        .any(|p| *p > 1.0 && *p <= 100.0)
+    {
+        w.push(
+            "e2e processing latency percentiles above 1 are read as percentages (99 = 0.99)"
+                .to_string(),
+        );
+    }
+    w
 }
 
 /// Process-level errors in option values, reported before anything starts.
@@ -281,7 +388,8 @@ pub fn validate(o: &Options) -> Result<(), String> {
         ));
     }
     match o.tls_required.as_str() {
-        "true" | "false" | "tcp-https" | "1" | "0" => {}
+        "true" | "false" | "tcp-https" | "1" | "0" | "t" | "f" | "TRUE" | "FALSE" | "True"
+        | "False" | "T" | "F" => {}
         other => return Err(format!("invalid --tls-required {other:?}")),
     }
     if o.tls_required() && (o.tls_cert.is_empty() || o.tls_key.is_empty()) {
@@ -290,8 +398,21 @@ pub fn validate(o: &Options) -> Result<(), String> {
     if o.tls_cert.is_empty() != o.tls_key.is_empty() {
         return Err("--tls-cert and --tls-key must be given together".into());
     }
+    if !(0..1024).contains(&o.node_id) {
+        return Err(format!("--node-id must be [0,1024) (got {})", o.node_id));
+    }
+    match o.tls_min_version.to_ascii_lowercase().as_str() {
+        "" | "ssl3.0" | "tls1.0" | "tls1.1" | "tls1.2" | "tls1.3" => {}
+        other => return Err(format!("unknown --tls-min-version {other:?}")),
+    }
+    if o.statsd_udp_packet_size < 1 {
+        return Err("--statsd-udp-packet-size must be > 0".into());
+    }
+    if !o.statsd_address.is_empty() && o.statsd_interval < Duration::from_millis(1) {
+        return Err("--statsd-interval must be > 0".into());
+    }
     for p in &o.e2e_processing_latency_percentiles {
-        if !(*p > 0.0 && *p <= 1.0) {
+        if !(*p > 0.0 && *p <= 100.0) {
             return Err(format!(
                 "--e2e-processing-latency-percentile must be in (0, 1.0] (got {p})"
             ));
@@ -307,7 +428,39 @@ pub fn validate(o: &Options) -> Result<(), String> {
 
 impl Options {
     pub fn tls_required(&self) -> bool {
-        matches!(self.tls_required.as_str(), "true" | "1" | "tcp-https")
+        matches!(
+            self.tls_required.to_ascii_lowercase().as_str(),
+            "true" | "1" | "t" | "tcp-https"
+        )
+    }
+
+    /// `--tls-required=true` also refuses plain HTTP (NSQ's TLSRequired); `tcp-https`
+    /// only requires TLS on TCP (NSQ's TLSRequiredExceptHTTP).
+    pub fn tls_required_on_http(&self) -> bool {
+        matches!(
+            self.tls_required.to_ascii_lowercase().as_str(),
+            "true" | "1" | "t"
+        )
+    }
+
+    /// NSQ's numeric tls_required as /config reports it: 0 not required, 1 except HTTP,
+    /// 2 required everywhere.
+    pub fn tls_required_code(&self) -> i64 {
+        if self.tls_required_on_http() {
+            2
+        } else if self.tls_required() {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Percentiles as fractions: values above 1 are percentages (from old config files).
+    pub fn percentiles(&self) -> Vec<f64> {
+        self.e2e_processing_latency_percentiles
+            .iter()
+            .map(|p| if *p > 1.0 { p / 100.0 } else { *p })
+            .collect()
     }
 
     pub fn tls_enabled(&self) -> bool {
@@ -344,57 +497,9 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("address {addr:?} resolves to nothing"))
 }
 
-/// Expand `--config FILE` into flags placed before the command line's own, so flags given
-/// on the command line win over the file (as in NSQ).
-pub fn with_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
-    let mut path = None;
-    let mut it = args.iter().enumerate();
-    while let Some((i, a)) = it.next() {
-        if let Some(p) = a.strip_prefix("--config=") {
-            path = Some(p.to_string());
-        } else if a == "--config" {
-            path = args.get(i + 1).cloned();
-            it.next();
-        }
-    }
-    let Some(path) = path else {
-        return Ok(args);
-    };
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("cannot read config {path}: {e}"))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("invalid config {path}: {e}"))?;
-    let mut flags = Vec::new();
-    for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
-        let mut push = |v: &toml::Value| -> Result<(), String> {
-            let s = match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => return Err(format!("config key {key}: unsupported value {other}")),
-            };
-            flags.push(format!("{flag}={s}"));
-            Ok(())
-        };
-        match &value {
-            toml::Value::Array(items) => {
-                for v in items {
-                    push(v)?;
-                }
-            }
-            v => push(v)?,
-        }
-    }
-    let mut out = Vec::with_capacity(args.len() + flags.len());
-    let mut args = args.into_iter();
-    if let Some(prog) = args.next() {
-        out.push(prog);
-    }
-    out.extend(flags);
-    out.extend(args);
-    Ok(out)
+/// Expand `--config FILE` with nsqd's key names (see [`protocol::cli::with_config_file`]).
+pub fn with_config_file(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String> {
+    protocol::cli::with_config_file(args, &config_spec())
 }
 
 #[cfg(test)]
@@ -408,7 +513,7 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("100").unwrap(), Duration::from_millis(100));
+        assert!(parse_duration("100").is_err(), "Go needs a unit");
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("s").is_err());
@@ -467,10 +572,10 @@ mod tests {
         let p = dir.path().join("nsqd.toml");
         std::fs::write(
             &p,
-            "mem_queue_size = 5\nmsg_timeout = \"10s\"\nlookupd_tcp_address = [\"127.0.0.1:4160\"]\n",
+            "mem_queue_size = 5\nmsg_timeout = \"10s\"\nnsqlookupd_tcp_addresses = [\"127.0.0.1:4160\"]\nid = 7\n",
         )
         .unwrap();
-        let args = with_config_file(vec![
+        let (args, _) = with_config_file(vec![
             "nsqd".into(),
             format!("--config={}", p.display()),
             "--mem-queue-size=7".into(),
@@ -480,5 +585,6 @@ mod tests {
         assert_eq!(o.mem_queue_size, 7);
         assert_eq!(o.msg_timeout, Duration::from_secs(10));
         assert_eq!(o.lookupd_tcp_addresses, vec!["127.0.0.1:4160".to_string()]);
+        assert_eq!(o.node_id, 7);
     }
 }

@@ -709,9 +709,16 @@ impl Conn {
         }
     }
 
+    /// The message-id key of the subscribed topic (see [`crate::guid`]).
+    fn wire_key(&self) -> u64 {
+        let mask = self.sub.as_ref().map_or(0, |(t, _)| t.id_mask);
+        crate::guid::wire_key(self.nsqd.node_id, mask)
+    }
+
     fn fin(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
         let channel = self.subscribed_channel("FIN")?;
-        channel.finish(&self.client, id).map_err(|e| {
+        let stored = crate::guid::from_wire(self.wire_key(), id);
+        channel.finish(&self.client, &stored).map_err(|e| {
             ClientError::soft(
                 "E_FIN_FAILED",
                 format!("FIN {} failed {e}", String::from_utf8_lossy(id)),
@@ -724,7 +731,8 @@ impl Conn {
         let max = self.nsqd.opts().max_req_timeout;
         // Out-of-range delays are clamped, as NSQ 1.x does.
         let delay = Duration::from_millis(timeout_ms.max(0) as u64).min(max);
-        channel.requeue(&self.client, id, delay).map_err(|e| {
+        let stored = crate::guid::from_wire(self.wire_key(), id);
+        channel.requeue(&self.client, &stored, delay).map_err(|e| {
             ClientError::soft(
                 "E_REQ_FAILED",
                 format!("REQ {} failed {e}", String::from_utf8_lossy(id)),
@@ -734,7 +742,8 @@ impl Conn {
 
     fn touch(&mut self, id: &[u8; 16]) -> Result<(), ClientError> {
         let channel = self.subscribed_channel("TOUCH")?;
-        channel.touch(&self.client, id).map_err(|e| {
+        let stored = crate::guid::from_wire(self.wire_key(), id);
+        channel.touch(&self.client, &stored).map_err(|e| {
             ClientError::soft(
                 "E_TOUCH_FAILED",
                 format!("TOUCH {} failed {e}", String::from_utf8_lossy(id)),
@@ -812,6 +821,7 @@ impl Conn {
         if let Some(avg) = bytes.checked_div(got) {
             self.avg_frame = (self.avg_frame * 3 + avg) / 4;
         }
+        let key = crate::guid::wire_key(self.nsqd.node_id, topic.id_mask);
         for m in &msgs {
             if self.sample_rate > 0 && rand::random::<u32>() % 100 >= self.sample_rate as u32 {
                 // Sampled out: NSQ drops it for this client; we finish it so it is not
@@ -819,7 +829,7 @@ impl Conn {
                 let _ = channel.finish(&self.client, &m.id);
                 continue;
             }
-            write_message_frame(&mut self.out, m);
+            write_message_frame(&mut self.out, m, key);
         }
         self.scratch = msgs;
         Ok(got == batch)
@@ -872,13 +882,14 @@ impl Conn {
 }
 
 /// Message frame: size, type 2, then timestamp i64, attempts u16, 16-byte id, body (BE).
-fn write_message_frame(out: &mut BytesMut, m: &engine::Message) {
+/// The id on the wire is the engine's id under the topic's key (see [`crate::guid`]).
+fn write_message_frame(out: &mut BytesMut, m: &engine::Message, key: u64) {
     let len = 4 + 8 + 2 + 16 + m.body.len();
     out.reserve(4 + len);
     out.put_u32(len as u32);
     out.put_u32(v2::FRAME_TYPE_MESSAGE);
     out.put_i64(m.timestamp_ns);
     out.put_u16(m.attempts);
-    out.put_slice(&m.id);
+    out.put_slice(&crate::guid::to_wire(key, &m.id));
     out.put_slice(&m.body);
 }

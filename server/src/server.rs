@@ -37,9 +37,35 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let http_local = http.local_addr()?;
     let _ = nsqd.tcp_addr.set(tcp_local);
     let _ = nsqd.http_addr.set(http_local);
-    tracing::info!(tcp = %tcp_local, http = %http_local, data = %data_dir.display(), "nsqd listening");
+    // As in NSQ: the HTTPS listener runs when TLS is configured and --https-address is set.
+    let https = match (&nsqd.tls, nsqd.opts().https_address.as_str()) {
+        (Some(tls), addr) if !addr.is_empty() => {
+            let a = crate::options::resolve(addr).map_err(anyhow::Error::msg)?;
+            let l = TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listen on HTTPS {a}"))?;
+            let _ = nsqd.https_addr.set(l.local_addr()?);
+            Some((l, crate::tls::https_config(tls)))
+        }
+        _ => None,
+    };
+    // NSQ's startup lines, which operators' scripts and log searches look for.
+    tracing::info!("NSQ: data directory {}", data_dir.display());
+    tracing::info!("TCP: listening on {tcp_local}");
+    tracing::info!("HTTP: listening on {http_local}");
+    if let Some(h) = nsqd.https_addr.get() {
+        tracing::info!("HTTPS: listening on {h}");
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let https_task = https.map(|(l, cfg)| {
+        tokio::spawn(crate::https::serve(
+            l,
+            cfg,
+            crate::http::router_for(nsqd.clone(), true),
+            shutdown_rx.clone(),
+        ))
+    });
 
     let opts = nsqd.opts();
     let lookup = Lookup::spawn(
@@ -79,11 +105,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut http_shutdown = shutdown_rx.clone();
     let app = crate::http::router(nsqd.clone());
     let http_task = tokio::spawn(async move {
-        let r = axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|v| *v).await;
-            })
-            .await;
+        let r = axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_shutdown.wait_for(|v| *v).await;
+        })
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "HTTP server failed");
         }
@@ -103,6 +132,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         })
     };
 
+    let statsd = (!nsqd.opts().statsd_address.is_empty())
+        .then(|| tokio::spawn(crate::statsd::run(nsqd.clone(), shutdown_rx.clone())));
+
     wait_for_signal().await;
     tracing::info!("shutting down");
     nsqd.exiting
@@ -112,7 +144,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // Bounded wait for connections to finish their current command and close.
     let _ = tokio::time::timeout(Duration::from_secs(5), conn_done_rx.recv()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    if let Some(t) = https_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     let _ = timers.await;
+    if let Some(s) = statsd {
+        let _ = s.await;
+    }
     let closing = nsqd.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
@@ -136,8 +174,11 @@ async fn accept_loop(
                     let nsqd = nsqd.clone();
                     let rx = for_conns.clone();
                     let done = done.clone();
+                    // Connects and disconnects at INFO, as NSQ logs them.
+                    tracing::info!("TCP: new client({remote})");
                     tokio::spawn(async move {
                         crate::protocol_v2::serve(nsqd, stream, remote, rx).await;
+                        tracing::info!("TCP: client({remote}) closed");
                         drop(done);
                     });
                 }

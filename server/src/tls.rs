@@ -1,4 +1,5 @@
-//! TLS for the `tls_v1` IDENTIFY upgrade (and nothing else: the HTTP API is plain).
+//! TLS for the `tls_v1` IDENTIFY upgrade and the HTTPS listener: both use the same
+//! certificate, key, client-auth policy and root CA options, as in NSQ.
 //! rustls only speaks TLS 1.2 and 1.3, so `--tls-min-version` values below 1.2 mean 1.2.
 
 use std::sync::Arc;
@@ -16,14 +17,19 @@ pub fn server_config(o: &Options) -> Result<Arc<rustls::ServerConfig>, String> {
     } else {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
     };
-    let builder = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| format!("tls: {e}"))?;
     let cfg = match o.tls_client_auth_policy.as_str() {
         "" => builder.with_no_client_auth(),
-        "require" | "require-verify" => {
+        // NSQ's `require` (Go's RequireAnyClientCert): a certificate must be presented,
+        // but it is not checked against a CA.
+        "require" => builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider.clone()))),
+        "require-verify" => {
             if o.tls_root_ca_file.is_empty() {
-                return Err("--tls-client-auth-policy needs --tls-root-ca-file".into());
+                return Err(
+                    "--tls-client-auth-policy=require-verify needs --tls-root-ca-file".into(),
+                );
             }
             let mut roots = rustls::RootCertStore::empty();
             for c in load_certs(&o.tls_root_ca_file)? {
@@ -40,6 +46,65 @@ pub fn server_config(o: &Options) -> Result<Arc<rustls::ServerConfig>, String> {
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls certificate/key: {e}"))?;
     Ok(Arc::new(cfg))
+}
+
+/// Requires a client certificate without verifying its chain (the handshake signature is
+/// still checked, so the client must hold the certificate's key).
+#[derive(Debug)]
+struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::server::danger::ClientCertVerifier for AnyClientCert {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TCP upgrade's configuration with HTTP's ALPN names, for the HTTPS listener.
+pub fn https_config(tcp: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    let mut cfg = (**tcp).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
 }
 
 fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -21,6 +21,11 @@ pub struct Topic {
     pub message_count: AtomicU64,
     pub message_bytes: AtomicU64,
     pub deleted: AtomicBool,
+    /// Messages published while the topic is paused. NSQ keeps them in the topic (its
+    /// depth) and its channels see them only after unpause; /stats shows them that way.
+    paused_backlog: AtomicU64,
+    /// This topic's part of the message-id key on the wire (see [`crate::guid`]).
+    pub id_mask: u64,
     /// Publish-to-FIN latency over all of this topic's channels.
     pub e2e: Quantiles,
     e2e_enabled: bool,
@@ -36,6 +41,7 @@ impl Topic {
         e2e_enabled: bool,
         e2e_window: std::time::Duration,
     ) -> Topic {
+        let id_mask = crate::guid::topic_mask(inner.name());
         Topic {
             e2e: Quantiles::new(e2e_enabled, e2e_window),
             e2e_enabled,
@@ -46,6 +52,8 @@ impl Topic {
             message_count: AtomicU64::new(0),
             message_bytes: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
+            paused_backlog: AtomicU64::new(0),
+            id_mask,
         }
     }
 
@@ -84,6 +92,9 @@ impl Topic {
             (None, None)
         };
         self.inner.publish(msgs, cb)?;
+        if self.is_paused() {
+            self.paused_backlog.fetch_add(n, Ordering::Relaxed);
+        }
         self.message_count.fetch_add(n, Ordering::Relaxed);
         self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.notify_channels();
@@ -143,6 +154,7 @@ impl Topic {
     pub fn set_paused(&self, paused: bool) -> Result<(), engine::Error> {
         self.inner.set_paused(paused)?;
         if !paused {
+            self.paused_backlog.store(0, Ordering::Relaxed);
             self.notify_channels();
         }
         Ok(())
@@ -166,10 +178,19 @@ impl Topic {
             .collect();
         channels.sort_by(|a, b| a.channel_name.cmp(&b.channel_name));
         let ts = self.inner.stats();
+        let backlog = if self.is_paused() {
+            self.paused_backlog.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        for c in &mut channels {
+            c.depth = c.depth.saturating_sub(backlog);
+            c.message_count = c.message_count.saturating_sub(backlog);
+        }
         TopicStats {
             topic_name: self.name.clone(),
             channels,
-            depth: ts.depth,
+            depth: ts.depth + backlog,
             backend_depth: ts.backend_depth,
             message_count: self.message_count.load(Ordering::Relaxed),
             message_bytes: self.message_bytes.load(Ordering::Relaxed),

@@ -257,6 +257,9 @@ pub struct Nsqd {
     pub daemon: Daemon,
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// Where HTTPS listens when the test passes --tls-cert/--tls-key (NSQ's default
+    /// 0.0.0.0:4152 would clash between tests).
+    pub https: SocketAddr,
     pub data: PathBuf,
     pub extra: Vec<String>,
     /// Keeps the temporary directory alive (unless the caller passed its own data dir).
@@ -280,12 +283,14 @@ impl Nsqd {
         for _ in 0..3 {
             let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
             let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-            match Self::try_start(data, tcp, http, &extra) {
+            let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+            match Self::try_start(data, tcp, http, https, &extra) {
                 Ok(d) => {
                     return Ok(Nsqd {
                         daemon: d,
                         tcp,
                         http,
+                        https,
                         data: data.to_path_buf(),
                         extra,
                         _tmp: None,
@@ -301,11 +306,13 @@ impl Nsqd {
         data: &Path,
         tcp: SocketAddr,
         http: SocketAddr,
+        https: SocketAddr,
         extra: &[String],
     ) -> Result<Daemon> {
         let mut args = vec![
             format!("--tcp-address={tcp}"),
             format!("--http-address={http}"),
+            format!("--https-address={https}"),
             format!("--data-path={}", data.display()),
         ];
         args.extend(extra.iter().cloned());

@@ -82,9 +82,11 @@ fn v1_protocol_and_errors() {
     assert_eq!(v["producers"][0]["tcp_port"], 4150);
     assert_eq!(v["producers"][0]["broadcast_address"], "127.0.0.1");
     assert_eq!(c.send(b"UNREGISTER t c\n"), "OK");
+    // As in NSQ 1.3 (checked against its nsqlookupd), the channel's key stays, with no
+    // producer; only ephemeral keys go away.
     assert_eq!(
         http_json(l.http, "/channels?topic=t").unwrap()["channels"],
-        serde_json::json!([])
+        serde_json::json!(["c"])
     );
     // The errors above closed only their own connections.
     assert_eq!(c.send(b"PING\n"), "OK");

@@ -142,6 +142,29 @@ fn nsq_inspect_verify_export_and_corruption() {
         "{text}"
     );
     assert!(text.contains("99 valid records, 1 corrupt"), "{text}");
+
+    // Exporting the corrupt topic warns, fails, and leaves nothing under the final name.
+    let target = data.join("export.log");
+    let out = inspect(
+        &data,
+        &[
+            "export",
+            "--topic=t",
+            &format!("--output={}", target.display()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WARNING: corrupt record skipped")
+            && err.contains(&format!("offset={offset}")),
+        "{err}"
+    );
+    assert!(!target.exists(), "partial export under the final name");
+    let partial = data.join("export.log.partial");
+    let lines = std::fs::read_to_string(&partial).unwrap();
+    assert_eq!(lines.lines().count(), 99);
+    assert!(!lines.contains("body-003"));
 }
 
 #[test]

@@ -497,9 +497,51 @@ fn nsq_stat_reports_channel_figures() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(rows.len(), 2, "{text}");
-    // total depth 123, req 0, msgs 0 (nothing delivered yet), 0 clients.
-    assert_eq!(rows[0][0], "123", "{text}");
-    assert_eq!(rows[0][8], "0", "{text}");
+    assert!(
+        text.contains("ingress") && text.contains("egress"),
+        "{text}"
+    );
+    // No traffic between samples: ingress and egress 0; total depth 123; msgs 123 (NSQ
+    // counts the messages that entered the channel); 0 clients.
+    assert_eq!(&rows[0][..3], &["0", "0", "|"], "{text}");
+    assert_eq!(rows[0][3], "123", "{text}");
+    assert_eq!(rows[0][11], "123", "{text}");
+    assert_eq!(rows[0][12], "0", "{text}");
+    // The header's '+' separators sit over the rows' '|'.
+    let bar = text
+        .lines()
+        .find(|l| l.contains("rate"))
+        .unwrap_or_default();
+    let row = text
+        .lines()
+        .find(|l| l.contains('|') && !l.contains("total"))
+        .unwrap_or_default();
+    let plus: Vec<usize> = bar.match_indices('+').map(|(i, _)| i).collect();
+    let pipes: Vec<usize> = row.match_indices('|').map(|(i, _)| i).collect();
+    assert_eq!(plus, pipes, "\n{bar}\n{row}");
+
+    // A channel or topic that no nsqd has is an error (exit 1), as in NSQ.
+    for (args, want) in [
+        (
+            ["--topic=st", "--channel=nope"],
+            "failed to find channel(nope)",
+        ),
+        (
+            ["--topic=nosuch", "--channel=c"],
+            "failed to find topic(nosuch)",
+        ),
+    ] {
+        let out = Command::new(nsq_blackbox_tests::bin("nsq_stat"))
+            .args(args)
+            .arg(format!("--nsqd-http-address={}", nsqd.http))
+            .arg("--interval=100ms")
+            .arg("--count=1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+    }
 }
 
 #[test]
@@ -566,4 +608,62 @@ fn nsq_to_file_follows_a_topic_pattern_through_lookupd() {
         channel_state(&nsqd, "other", "nsq_to_file").is_none(),
         "other is not archived"
     );
+}
+
+#[test]
+fn nsq_to_http_honours_http_client_request_timeout() {
+    // An endpoint that answers only after 3 s.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let heads2 = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut s) = stream else { continue };
+            let heads = heads2.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                heads
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+                std::thread::sleep(Duration::from_secs(3));
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            });
+        }
+    });
+    let nsqd = Nsqd::start(&[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    publish(&nsqd, "slow", &["one".to_string()]);
+    let started = Instant::now();
+    let mut d = to_http(
+        &nsqd,
+        dir.path(),
+        "slow",
+        &[
+            format!("--post=http://{addr}/in"),
+            "--http-client-request-timeout=1s".into(),
+        ],
+    );
+    let requeued = || {
+        nsqd.stats()
+            .map(|s| s["topics"][0]["channels"][0]["requeue_count"].as_u64() >= Some(1))
+            .unwrap_or(false)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), requeued),
+        "the 1s timeout never requeued:\n{}",
+        d.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "requeued only after {:?}",
+        started.elapsed()
+    );
+    // NSQ's User-Agent on endpoint requests.
+    let first = heads.lock().unwrap().first().cloned().unwrap_or_default();
+    assert!(first.contains("user-agent: nsq_to_http v1.3.0"), "{first}");
+    assert_eq!(d.terminate(Duration::from_secs(20)).unwrap(), Some(0));
 }

@@ -26,7 +26,8 @@ pub struct Source {
     /// max number of messages to allow in flight
     #[arg(long = "max-in-flight", default_value_t = 200)]
     pub max_in_flight: u32,
-    /// option to pass through to the consumer, as key=value (may be given multiple times;
+    /// option to pass through to the consumer, as NSQ's key,value (key=value also works;
+    /// may be given multiple times;
     /// go-nsq's names: max_attempts, msg_timeout, heartbeat_interval, snappy, deflate,
     /// deflate_level, tls_v1, tls_insecure_skip_verify, tls_root_ca_file, sample_rate,
     /// lookupd_poll_interval, default_requeue_delay, max_backoff_duration,
@@ -86,12 +87,13 @@ impl Source {
     }
 }
 
-/// Apply one go-nsq style `key=value` option to a client configuration.
+/// Apply one go-nsq style option to a client configuration: NSQ's `key,value` (as go-nsq's
+/// ConfigFlag takes it), `key=value`, or a bare `key` meaning true.
 pub fn apply_opt(c: &mut client::Config, opt: &str) -> Result<()> {
-    let (k, v) = opt
-        .split_once('=')
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .unwrap_or((opt.trim(), "true"));
+    let (k, v) = match opt.find([',', '=']) {
+        Some(i) => (opt[..i].trim(), opt[i + 1..].trim()),
+        None => (opt.trim(), "true"),
+    };
     let bool_v = || -> Result<bool> {
         match v {
             "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
@@ -148,18 +150,74 @@ pub fn apply_opt(c: &mut client::Config, opt: &str) -> Result<()> {
     Ok(())
 }
 
-/// `tracing` to stderr at `level` (debug, info, warn, error, fatal).
+/// `tracing` to stderr at `level` (debug, info, warn, error, fatal), with the tool's name as
+/// the prefix (`[nsq_tail] `), as NSQ's tools log.
 pub fn init_logging(level: &str) {
-    let level = match level {
-        "fatal" => "error",
-        l => l,
+    let tool = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    init_logging_with_prefix(level, &format!("[{tool}] "));
+}
+
+/// Like [`init_logging`] with an explicit `--log-prefix`. Lines look like NSQ's
+/// (`[nsq_to_file] 2026/12/01 12:25:21.855673 INFO: ...`); no colour codes unless stderr is
+/// a terminal, so a redirected log stays plain text.
+pub fn init_logging_with_prefix(level: &str, prefix: &str) {
+    let level = match level.to_ascii_lowercase().as_str() {
+        "fatal" => "error".to_string(),
+        "warning" => "warn".to_string(),
+        l => l.to_string(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        .event_format(NsqFormat {
+            prefix: prefix.to_string(),
+        })
         .try_init();
+}
+
+/// NSQ's log layout: prefix, local time, `LEVEL:`, message and fields.
+struct NsqFormat {
+    prefix: String,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for NsqFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::FormatFields as _;
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARNING",
+            tracing::Level::INFO => "INFO",
+            _ => "DEBUG",
+        };
+        write!(
+            writer,
+            "{}{} {}: ",
+            self.prefix,
+            chrono::Local::now().format("%Y/%m/%d %H:%M:%S%.6f"),
+            level
+        )?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// End the process the way every tool does: on an error, print it prefixed with the

@@ -98,7 +98,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let args: Args = nsq_tools::parse_args();
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

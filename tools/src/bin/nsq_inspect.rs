@@ -80,7 +80,7 @@ fn main() {
 }
 
 fn run() -> Result<i32> {
-    let args = Args::parse();
+    let args: Args = nsq_tools::parse_args();
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -249,7 +249,29 @@ fn run() -> Result<i32> {
             to,
         } => {
             let t = dir.topic(&topic)?;
-            let tmp = output.with_extension("partial");
+            // Corrupt records are skipped by the reader: find them first, so the export
+            // can say so instead of silently writing fewer messages.
+            let segs = dir.segments(&t, |_| {})?;
+            let mut corrupt = 0usize;
+            for (i, seg) in segs.iter().enumerate() {
+                let next_first = segs.get(i + 1).map_or(u64::MAX, |n| n.first_seq);
+                if seg.first_seq > to || next_first <= from {
+                    continue;
+                }
+                for c in &seg.corrupt {
+                    corrupt += 1;
+                    eprintln!(
+                        "nsq_inspect: WARNING: corrupt record skipped: topic={} segment={} offset={} reason={}",
+                        t.name,
+                        c.path.display(),
+                        c.offset,
+                        c.reason
+                    );
+                }
+            }
+            let mut tmp_name = output.clone().into_os_string();
+            tmp_name.push(".partial");
+            let tmp = PathBuf::from(tmp_name);
             let f =
                 std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
             let mut w = BufWriter::new(f);
@@ -264,10 +286,28 @@ fn run() -> Result<i32> {
                 !stop.load(Ordering::Acquire)
             })?;
             if let Some(e) = err {
+                let _ = std::fs::remove_file(&tmp);
                 return Err(e.into());
             }
             let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
+            // Only a complete export gets the final name.
+            if stop.load(Ordering::Acquire) {
+                let _ = std::fs::remove_file(&tmp);
+                eprintln!(
+                    "nsq_inspect: interrupted after {n} messages; {} not written",
+                    output.display()
+                );
+                return Ok(1);
+            }
+            if corrupt > 0 {
+                eprintln!(
+                    "nsq_inspect: {corrupt} corrupt record(s) skipped; the {n} readable messages are in {} ({} not written)",
+                    tmp.display(),
+                    output.display()
+                );
+                return Ok(1);
+            }
             std::fs::rename(&tmp, &output)?;
             eprintln!("exported {n} messages to {}", output.display());
             Ok(0)

@@ -1,5 +1,7 @@
 //! nsq_stat: poll /stats of every nsqd producing a topic and print aggregate figures for
-//! one channel every --interval (NSQ's flags and columns).
+//! one channel every --interval (NSQ's flags and columns: ingress/egress rates per second
+//! from two samples, then depth and metadata). A topic or channel that no nsqd has is an
+//! error, as in NSQ.
 
 use std::time::Duration;
 
@@ -65,9 +67,19 @@ impl Totals {
         self.clients += c["clients"].as_array().map_or(0, |a| a.len() as u64);
     }
 
-    fn row(&self) -> String {
+    /// One output row: rates from the previous sample `prev`, `secs` apart.
+    fn row(&self, prev: &Totals, secs: f64) -> String {
+        let rate = |now: u64, before: u64| (now.saturating_sub(before) as f64 / secs) as u64;
+        // Ingress: messages that entered the channel; egress: those that left its depth.
+        let ingress = rate(self.messages, prev.messages);
+        let egress = rate(
+            self.messages.saturating_sub(self.depth),
+            prev.messages.saturating_sub(prev.depth),
+        );
         format!(
-            "{:>7} {:>6} {:>7} {:>5} {:>5} | {:>7} {:>7} {:>12} {:>7}",
+            "{:>7} {:>7} | {:>7} {:>7} {:>7} {:>5} {:>5} | {:>7} {:>7} {:>12} {:>7}",
+            ingress,
+            egress,
             self.depth,
             self.depth.saturating_sub(self.backend_depth),
             self.backend_depth,
@@ -108,8 +120,10 @@ async fn nsqd_addresses(http: &reqwest::Client, args: &Args) -> Vec<String> {
     out
 }
 
-async fn poll(http: &reqwest::Client, args: &Args) -> Totals {
+/// The channel's totals over every nsqd, with whether the topic and the channel were seen.
+async fn poll(http: &reqwest::Client, args: &Args) -> (Totals, bool, bool) {
     let mut t = Totals::default();
+    let (mut topic_seen, mut channel_seen) = (false, false);
     for a in nsqd_addresses(http, args).await {
         let url = format!(
             "{a}/stats?format=json&topic={}&channel={}&include_clients=true",
@@ -133,14 +147,16 @@ async fn poll(http: &reqwest::Client, args: &Args) -> Totals {
             if topic["topic_name"] != args.topic.as_str() {
                 continue;
             }
+            topic_seen = true;
             for c in topic["channels"].as_array().into_iter().flatten() {
                 if c["channel_name"] == args.channel.as_str() {
+                    channel_seen = true;
                     t.add_channel(c);
                 }
             }
         }
     }
-    t
+    (t, topic_seen, channel_seen)
 }
 
 #[tokio::main]
@@ -167,19 +183,51 @@ async fn run(args: Args) -> Result<()> {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(args.interval);
     let mut printed = 0u64;
+    let mut prev: Option<(Totals, std::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        if printed.is_multiple_of(25) {
-            println!("-----------depth------------+--------------metadata---------------");
-            println!(
-                "{:>7} {:>6} {:>7} {:>5} {:>5} | {:>7} {:>7} {:>12} {:>7}",
-                "total", "mem", "disk", "inflt", "def", "req", "t-o", "msgs", "clients"
+        let (now, topic_seen, channel_seen) = poll(&http, &args).await;
+        if !topic_seen {
+            bail!("failed to find topic({}) in stats metadata", args.topic);
+        }
+        if !channel_seen {
+            bail!(
+                "failed to find channel({}) in stats metadata for topic({})",
+                args.channel,
+                args.topic
             );
         }
-        println!("{}", poll(&http, &args).await.row());
+        let at = std::time::Instant::now();
+        // As in NSQ, the first row comes with the second sample (rates need two).
+        let Some((before, then)) = prev.replace((now, at)) else {
+            continue;
+        };
+        if printed.is_multiple_of(25) {
+            println!(
+                "------rate------+----------------depth----------------+--------------metadata---------------"
+            );
+            println!(
+                "{:>7} {:>7} | {:>7} {:>7} {:>7} {:>5} {:>5} | {:>7} {:>7} {:>12} {:>7}",
+                "ingress",
+                "egress",
+                "total",
+                "mem",
+                "disk",
+                "inflt",
+                "def",
+                "req",
+                "t-o",
+                "msgs",
+                "clients"
+            );
+        }
+        let secs = at.duration_since(then).as_secs_f64().max(1e-3);
+        if let Some((cur, _)) = &prev {
+            println!("{}", cur.row(&before, secs));
+        }
         printed += 1;
         if args.count > 0 && printed >= args.count {
             break;
@@ -202,6 +250,9 @@ mod tests {
         t.add_channel(&c);
         assert_eq!(t.depth, 20);
         assert_eq!(t.clients, 4);
-        assert!(t.row().contains(" 12 "), "{}", t.row());
+        let row = t.row(&Totals::default(), 2.0);
+        assert!(row.contains(" 12 "), "{row}");
+        // ingress 198 msgs / 2 s = 99/s; egress (198 - 20) / 2 s = 89/s.
+        assert!(row.starts_with("     99      89 |"), "{row}");
     }
 }

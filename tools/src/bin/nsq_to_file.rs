@@ -10,7 +10,8 @@
 //! block is cut off: those messages were never FINed and come again).
 //!
 //! Rotation: when `<DATETIME>` changes, past `--rotate-size` bytes (uncompressed), or after
-//! `--rotate-interval`.
+//! `--rotate-interval`. SIGHUP completes the current files (moved into place) and the next
+//! messages go to new ones, so logrotate works as with NSQ's nsq_to_file.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use clap::Parser;
 use client::{Consumer, Outcome};
 use flate2::write::GzEncoder;
-use nsq_tools::{init_logging, parse_args, parse_duration, shutdown_signal, Source};
+use nsq_tools::{init_logging_with_prefix, parse_args, parse_duration, shutdown_signal, Source};
 use tokio::sync::oneshot;
 
 #[derive(Parser, Debug, Clone)]
@@ -92,7 +93,7 @@ struct Args {
     /// set log verbosity: debug, info, warn, error, or fatal
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
-    /// log message prefix (accepted for compatibility)
+    /// log message prefix
     #[arg(long = "log-prefix", default_value = "[nsq_to_file] ")]
     log_prefix: String,
     #[command(flatten)]
@@ -111,6 +112,10 @@ struct Settings {
     rotate_interval: Option<Duration>,
     sync_interval: Duration,
     sync_every: u64,
+    /// NSQ numbers files (`<REV>` = `-000000`, `-000001`, ...) when gzip, rotation or a
+    /// separate work directory is used; otherwise `<REV>` is empty and a file of the same
+    /// period is appended to (also after a restart).
+    numbered: bool,
 }
 
 impl Settings {
@@ -119,8 +124,13 @@ impl Settings {
         if StrftimeItems::new(&a.datetime_format).any(|i| matches!(i, Item::Error)) {
             bail!("invalid --datetime-format {:?}", a.datetime_format);
         }
-        if a.filename_format.contains('/') {
-            bail!("--filename-format must not contain '/'");
+        // `/` makes subdirectories (as in NSQ); the names stay inside --output-dir.
+        if a.filename_format.starts_with('/')
+            || a.filename_format
+                .split('/')
+                .any(|c| c == ".." || c.is_empty())
+        {
+            bail!("--filename-format must be a relative path without '..' or empty parts");
         }
         if (a.rotate_size > 0 || a.rotate_interval.is_some())
             && !a.filename_format.contains("<REV>")
@@ -149,7 +159,10 @@ impl Settings {
         for d in [&a.output_dir, &work_dir] {
             fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
+        let numbered =
+            a.gzip || a.rotate_size > 0 || a.rotate_interval.is_some() || work_dir != a.output_dir;
         Ok(Settings {
+            numbered,
             output_dir: a.output_dir.clone(),
             work_dir,
             filename_format: a.filename_format.clone(),
@@ -171,10 +184,10 @@ impl Settings {
     }
 
     fn file_name(&self, topic: &str, datetime: &str, rev: u32) -> String {
-        let rev = if rev == 0 {
-            String::new()
+        let rev = if self.numbered {
+            format!("-{rev:06}")
         } else {
-            format!("-{rev}")
+            String::new()
         };
         let mut name = self
             .filename_format
@@ -240,6 +253,9 @@ type Done = oneshot::Sender<Result<(), String>>;
 
 enum Cmd {
     Write(Bytes, Done),
+    /// SIGHUP (logrotate's convention): complete the current file; the next message opens
+    /// a new one.
+    Reopen,
     Close,
 }
 
@@ -262,10 +278,14 @@ impl TopicWriter {
             match rx.recv_timeout(tick) {
                 Ok(Cmd::Write(body, done)) => {
                     let mut batch = vec![(body, done)];
-                    let mut close = false;
+                    let (mut close, mut reopen) = (false, false);
                     while batch.len() < 4096 {
                         match rx.try_recv() {
                             Ok(Cmd::Write(b, d)) => batch.push((b, d)),
+                            Ok(Cmd::Reopen) => {
+                                reopen = true;
+                                break;
+                            }
                             Ok(Cmd::Close) => {
                                 close = true;
                                 break;
@@ -277,7 +297,11 @@ impl TopicWriter {
                     if close {
                         break;
                     }
+                    if reopen {
+                        self.reopen();
+                    }
                 }
+                Ok(Cmd::Reopen) => self.reopen(),
                 Ok(Cmd::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -401,6 +425,12 @@ impl TopicWriter {
         }
     }
 
+    fn reopen(&mut self) {
+        if let Err(e) = self.close_file() {
+            tracing::error!(topic = %self.topic, "closing file on SIGHUP: {e:#}");
+        }
+    }
+
     /// Complete the current file (fsynced) and move it into the output directory; then
     /// acknowledge messages that waited for a sync.
     fn close_file(&mut self) -> Result<()> {
@@ -422,12 +452,18 @@ fn open_file(s: &Settings, topic: &str, datetime: &str) -> Result<OpenFile> {
         let name = s.file_name(topic, datetime, rev);
         let taken =
             s.output_dir.join(&name).exists() || s.work_dir.join(format!("{name}.part")).exists();
-        if !taken || !s.filename_format.contains("<REV>") {
+        if !taken || !s.numbered || !s.filename_format.contains("<REV>") {
             break name;
         }
         rev += 1;
     };
+    if name.split('/').any(|c| c == ".." || c == ".") {
+        bail!("file name {name:?} would leave the output directory");
+    }
     let part = s.work_dir.join(format!("{name}.part"));
+    if let Some(dir) = part.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -461,6 +497,9 @@ fn finalize(s: &Settings, f: OpenFile) -> Result<()> {
 }
 
 fn place(part: &Path, target: &Path) -> Result<()> {
+    if let Some(dir) = target.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     if target.exists() {
         let mut src = File::open(part)?;
         let mut dst = OpenOptions::new().append(true).open(target)?;
@@ -480,16 +519,32 @@ fn place(part: &Path, target: &Path) -> Result<()> {
 }
 
 /// Complete `.part` files left by a run that was killed, and move them into place.
+/// Every `.part` file under `dir` (subdirectories come from `/` in --filename-format).
+fn part_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for e in entries {
+        let e = e?;
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            if depth < 16 {
+                part_files(&path, depth + 1, out)?;
+            }
+        } else if path.extension().is_some_and(|x| x == "part") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 fn recover(s: &Settings) -> Result<usize> {
     let mut n = 0;
-    let entries =
-        fs::read_dir(&s.work_dir).with_context(|| format!("reading {}", s.work_dir.display()))?;
-    for e in entries {
-        let path = e?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+    let mut parts = Vec::new();
+    part_files(&s.work_dir, 0, &mut parts)?;
+    for path in parts {
+        let Some(rel) = path.strip_prefix(&s.work_dir).ok().and_then(|r| r.to_str()) else {
             continue;
         };
-        let Some(final_name) = name.strip_suffix(".part") else {
+        let Some(final_name) = rel.strip_suffix(".part") else {
             continue;
         };
         let target = s.output_dir.join(final_name);
@@ -606,7 +661,7 @@ async fn lookupd_topics(http: &reqwest::Client, lookupd: &[String]) -> Vec<Strin
 #[tokio::main]
 async fn main() {
     let args: Args = parse_args();
-    init_logging(&args.log_level);
+    init_logging_with_prefix(&args.log_level, &args.log_prefix);
     nsq_tools::exit_on_error("nsq_to_file", run(args).await);
 }
 
@@ -647,9 +702,18 @@ async fn run(args: Args) -> Result<()> {
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut refresh = tokio::time::interval(args.topic_refresh);
+    // SIGHUP closes and reopens the files (logrotate's convention, as NSQ's nsq_to_file).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: closing and reopening files");
+                for r in running.values() {
+                    let _ = r.tx.send(Cmd::Reopen);
+                }
+            }
             _ = refresh.tick(), if pattern.is_some() => {
                 let Some(re) = &pattern else { continue };
                 for t in lookupd_topics(&http, &args.source.lookupd_http_address).await {
@@ -690,6 +754,7 @@ mod tests {
             rotate_interval: None,
             sync_interval: Duration::from_secs(30),
             sync_every: 0,
+            numbered: gzip,
         }
     }
 
@@ -697,8 +762,11 @@ mod tests {
     fn names_and_revisions() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), true);
-        assert_eq!(s.file_name("t", "2026", 0), "t.h.2026.log.gz");
-        assert_eq!(s.file_name("t", "2026", 2), "t.h-2.2026.log.gz");
+        // gzip: numbered as NSQ does, so names sort in order.
+        assert_eq!(s.file_name("t", "2026", 0), "t.h-000000.2026.log.gz");
+        assert_eq!(s.file_name("t", "2026", 2), "t.h-000002.2026.log.gz");
+        let plain = settings(dir.path(), false);
+        assert_eq!(plain.file_name("t", "2026", 0), "t.h.2026.log");
     }
 
     #[test]

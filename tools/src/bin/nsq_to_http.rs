@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
 use client::{Consumer, Outcome};
-use nsq_tools::{init_logging, parse_args, parse_duration, shutdown_signal, Source};
+use nsq_tools::{init_logging, normalize_args, parse_duration, shutdown_signal, Source};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -55,7 +55,8 @@ struct Args {
     /// the # of requests between logging status (per handler), 0 disables
     #[arg(long = "status-every", default_value_t = 250)]
     status_every: u64,
-    /// timeout for each HTTP request to an endpoint
+    /// timeout for each HTTP request to an endpoint, unless --http-client-request-timeout
+    /// is given (which, as in NSQ, then applies to the endpoint requests)
     #[arg(long = "http-timeout", value_parser = parse_duration, default_value = "20s")]
     http_timeout: Duration,
     /// set log verbosity: debug, info, warn, error, or fatal
@@ -64,6 +65,9 @@ struct Args {
     #[command(flatten)]
     source: Source,
 }
+
+/// The NSQ release whose tools these match (as nsqd and nsqlookupd report it).
+const NSQ_COMPAT_VERSION: &str = "1.3.0";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -156,7 +160,15 @@ fn url_escape(b: &[u8]) -> String {
 
 #[tokio::main]
 async fn main() {
-    let args: Args = parse_args();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command().get_matches_from(normalize_args(std::env::args()));
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // NSQ's nsq_to_http applies --http-client-request-timeout (default 20s there) to the
+    // endpoint requests.
+    if matches.value_source("http_request_timeout") == Some(clap::parser::ValueSource::CommandLine)
+    {
+        args.http_timeout = args.source.http_request_timeout;
+    }
     init_logging(&args.log_level);
     nsq_tools::exit_on_error("nsq_to_http", run(args).await);
 }
@@ -198,6 +210,8 @@ async fn run(args: Args) -> Result<()> {
         .collect();
     let endpoints = Arc::new(Endpoints {
         http: reqwest::Client::builder()
+            // NSQ's nsq_to_http identifies itself; endpoints' access logs keep working.
+            .user_agent(format!("nsq_to_http v{NSQ_COMPAT_VERSION}"))
             .connect_timeout(args.source.http_connect_timeout)
             .timeout(args.http_timeout)
             .build()?,
