@@ -122,7 +122,10 @@ impl LatencyAggregate {
                 continue;
             };
             let p = &mut self.percentiles[i];
-            let (max, min) = (get(p, "max").max(get(op, "max")), get(p, "min").min(get(op, "min")));
+            let (max, min) = (
+                get(p, "max").max(get(op, "max")),
+                get(p, "min").min(get(op, "min")),
+            );
             let count = get(p, "count") + get(op, "count");
             let avg = if count == 0.0 {
                 0.0
@@ -213,7 +216,8 @@ impl ChannelStats {
         let mut node = a.clone();
         node.nodes.clear();
         self.nodes.push(node);
-        self.nodes.sort_by(|x, y| (&x.hostname, &x.node).cmp(&(&y.hostname, &y.node)));
+        self.nodes
+            .sort_by(|x, y| (&x.hostname, &x.node).cmp(&(&y.hostname, &y.node)));
         self.e2e_processing_latency.add(&a.e2e_processing_latency);
         self.e2e_processing_latency.topic = self.topic_name.clone();
         self.e2e_processing_latency.channel = self.channel_name.clone();
@@ -500,9 +504,8 @@ impl ClusterInfo {
             b = b.danger_accept_invalid_certs(true);
         }
         if !opts.http_client_tls_root_ca_file.is_empty() {
-            let pem = std::fs::read(&opts.http_client_tls_root_ca_file).map_err(|e| {
-                anyhow::anyhow!("read {}: {e}", opts.http_client_tls_root_ca_file)
-            })?;
+            let pem = std::fs::read(&opts.http_client_tls_root_ca_file)
+                .map_err(|e| anyhow::anyhow!("read {}: {e}", opts.http_client_tls_root_ca_file))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
                 b = b.add_root_certificate(cert);
             }
@@ -675,11 +678,15 @@ impl ClusterInfo {
             }
         }
         if !any {
-            return Err(format!("failed to query any nsqlookupd: {}", warnings.join("; ")));
+            return Err(format!(
+                "failed to query any nsqlookupd: {}",
+                warnings.join("; ")
+            ));
         }
         let mut producers: Vec<Producer> = merged.into_values().collect();
         mark_out_of_date(&mut producers);
-        producers.sort_by(|a, b| (&a.hostname, a.http_address()).cmp(&(&b.hostname, b.http_address())));
+        producers
+            .sort_by(|a, b| (&a.hostname, a.http_address()).cmp(&(&b.hostname, b.http_address())));
         Ok((producers, warnings))
     }
 
@@ -752,7 +759,10 @@ impl ClusterInfo {
             }
         }
         if !any {
-            return Err(format!("failed to query any nsqlookupd: {}", warnings.join("; ")));
+            return Err(format!(
+                "failed to query any nsqlookupd: {}",
+                warnings.join("; ")
+            ));
         }
         Ok((merged.into_values().collect(), warnings))
     }
@@ -824,7 +834,11 @@ impl ClusterInfo {
             lookupd
         };
         let (_, mut warnings) = self
-            .post_all(&addrs, "/topic/create", &format!("topic={}", qs_escape(topic)))
+            .post_all(
+                &addrs,
+                "/topic/create",
+                &format!("topic={}", qs_escape(topic)),
+            )
             .await?;
         if !channel.is_empty() {
             let qs = format!("topic={}&channel={}", qs_escape(topic), qs_escape(channel));

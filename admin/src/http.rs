@@ -44,7 +44,9 @@ pub fn router(admin: Shared) -> Router {
         .route("/api/topics", get(api_topics).post(api_create))
         .route(
             "/api/topics/{topic}",
-            get(api_topic).post(api_topic_action).delete(api_delete_topic),
+            get(api_topic)
+                .post(api_topic_action)
+                .delete(api_delete_topic),
         )
         .route(
             "/api/topics/{topic}/{channel}",
@@ -123,8 +125,8 @@ async fn access(State(admin): State<Shared>, mut req: Request, next: Next) -> Re
             match check_basic(&admin, users, req.headers()).await {
                 Some(u) => basic_user = Some(u),
                 None => {
-                    let mut r = (StatusCode::UNAUTHORIZED, "authentication required\n")
-                        .into_response();
+                    let mut r =
+                        (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
                     r.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
                         HeaderValue::from_static("Basic realm=\"nsqadmin\""),
@@ -266,7 +268,11 @@ pub async fn perform(
     };
     tracing::info!(user = ?access.user, action = %a.action, topic = %a.topic, channel = %a.channel, node = %a.node, "admin action");
     for n in notes {
-        let channel = if n.ends_with("_topic") { "" } else { &a.channel };
+        let channel = if n.ends_with("_topic") {
+            ""
+        } else {
+            &a.channel
+        };
         admin.notify(&n, &a.topic, channel, &a.node, access, info);
     }
     Ok(warnings)
@@ -283,7 +289,12 @@ fn field(v: &Value, k: &str) -> String {
     v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
-async fn api_action(admin: &Admin, access: &Access, a: ActionRequest, info: RequestInfo) -> Response {
+async fn api_action(
+    admin: &Admin,
+    access: &Access,
+    a: ActionRequest,
+    info: RequestInfo,
+) -> Response {
     match perform(admin, access, &a, &info).await {
         Ok(w) => v1(StatusCode::OK, &json!({ "message": warn_message(&w) })),
         Err((status, msg)) => api_err(status, &msg),
@@ -308,7 +319,17 @@ async fn api_create(
         channel: field(&v, "channel"),
         node: String::new(),
     };
-    api_action(&admin, &access, a, RequestInfo { remote, headers, uri }).await
+    api_action(
+        &admin,
+        &access,
+        a,
+        RequestInfo {
+            remote,
+            headers,
+            uri,
+        },
+    )
+    .await
 }
 
 async fn api_topic_action(
@@ -333,7 +354,17 @@ async fn api_topic_action(
         topic,
         ..Default::default()
     };
-    api_action(&admin, &access, a, RequestInfo { remote, headers, uri }).await
+    api_action(
+        &admin,
+        &access,
+        a,
+        RequestInfo {
+            remote,
+            headers,
+            uri,
+        },
+    )
+    .await
 }
 
 async fn api_channel_action(
@@ -359,7 +390,17 @@ async fn api_channel_action(
         channel,
         node: String::new(),
     };
-    api_action(&admin, &access, a, RequestInfo { remote, headers, uri }).await
+    api_action(
+        &admin,
+        &access,
+        a,
+        RequestInfo {
+            remote,
+            headers,
+            uri,
+        },
+    )
+    .await
 }
 
 async fn api_delete_topic(
@@ -375,7 +416,17 @@ async fn api_delete_topic(
         topic,
         ..Default::default()
     };
-    api_action(&admin, &access, a, RequestInfo { remote, headers, uri }).await
+    api_action(
+        &admin,
+        &access,
+        a,
+        RequestInfo {
+            remote,
+            headers,
+            uri,
+        },
+    )
+    .await
 }
 
 async fn api_delete_channel(
@@ -392,7 +443,17 @@ async fn api_delete_channel(
         channel,
         node: String::new(),
     };
-    api_action(&admin, &access, a, RequestInfo { remote, headers, uri }).await
+    api_action(
+        &admin,
+        &access,
+        a,
+        RequestInfo {
+            remote,
+            headers,
+            uri,
+        },
+    )
+    .await
 }
 
 async fn api_tombstone(
@@ -414,7 +475,17 @@ async fn api_tombstone(
         channel: String::new(),
         node,
     };
-    api_action(&admin, &access, a, RequestInfo { remote, headers, uri }).await
+    api_action(
+        &admin,
+        &access,
+        a,
+        RequestInfo {
+            remote,
+            headers,
+            uri,
+        },
+    )
+    .await
 }
 
 /// Page form: without `confirm=yes` answer the confirmation page; with it, act and go back
@@ -455,7 +526,18 @@ async fn page_action(
         (_, false) => format!("{topic_page}/{}", pages::enc(&a.channel)),
     };
     let what = pages::describe(&a);
-    let banner = match perform(&admin, &access, &a, &RequestInfo { remote, headers, uri }).await {
+    let banner = match perform(
+        &admin,
+        &access,
+        &a,
+        &RequestInfo {
+            remote,
+            headers,
+            uri,
+        },
+    )
+    .await
+    {
         Ok(w) if w.is_empty() => format!("ok={}", qs_escape(&format!("Done: {what}."))),
         Ok(w) => format!(
             "ok={}",
@@ -581,7 +663,14 @@ async fn api_nodes(State(admin): State<Shared>) -> Response {
 pub async fn node_stats(
     admin: &Admin,
     node: &str,
-) -> Result<(clusterinfo::Producer, Vec<clusterinfo::TopicStats>, Vec<String>), Response> {
+) -> Result<
+    (
+        clusterinfo::Producer,
+        Vec<clusterinfo::TopicStats>,
+        Vec<String>,
+    ),
+    Response,
+> {
     let (producers, mut warnings) = admin.ci.producers().await.map_err(upstream)?;
     let Some(p) = producers.into_iter().find(|p| p.http_address() == node) else {
         return Err(api_err(StatusCode::NOT_FOUND, "NODE_NOT_FOUND"));
@@ -683,12 +772,10 @@ async fn config(
             return api_err(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_VALUE");
         }
         match opt.as_str() {
-            "nsqlookupd_http_addresses" => {
-                match serde_json::from_slice::<Vec<String>>(&body) {
-                    Ok(addrs) => admin.ci.set_lookupd_addresses(addrs),
-                    Err(_) => return api_err(StatusCode::BAD_REQUEST, "INVALID_VALUE"),
-                }
-            }
+            "nsqlookupd_http_addresses" => match serde_json::from_slice::<Vec<String>>(&body) {
+                Ok(addrs) => admin.ci.set_lookupd_addresses(addrs),
+                Err(_) => return api_err(StatusCode::BAD_REQUEST, "INVALID_VALUE"),
+            },
             "log_level" => {
                 let level = String::from_utf8_lossy(&body).trim().to_string();
                 if crate::logging::set_level(&level).is_err() {

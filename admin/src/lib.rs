@@ -50,8 +50,7 @@ pub struct Admin {
 
 /// Read `user:hash` lines (bcrypt hashes); blank lines and `#` comments are skipped.
 pub fn load_basic_auth(path: &std::path::Path) -> anyhow::Result<HashMap<String, String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let mut users = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -154,7 +153,11 @@ impl Admin {
             }
         }
         if tx.try_send(a).is_err() {
-            tracing::warn!(action, topic, "notification queue full; notification dropped");
+            tracing::warn!(
+                action,
+                topic,
+                "notification queue full; notification dropped"
+            );
         }
     }
 

@@ -68,7 +68,11 @@ fn g(v: u64) -> i64 {
 pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors: usize) -> String {
     let mut reg = Registry::default();
 
-    let nodes = gauge_family::<NodeLabels>(&mut reg, "nsq_node_info", "nsqd nodes in the cluster (value 1)");
+    let nodes = gauge_family::<NodeLabels>(
+        &mut reg,
+        "nsq_node_info",
+        "nsqd nodes in the cluster (value 1)",
+    );
     let errors = Gauge::<i64>::default();
     reg.register(
         "nsqadmin_upstream_errors",
@@ -76,23 +80,59 @@ pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors
         errors.clone(),
     );
 
-    let t_depth: G = gauge_family(&mut reg, "nsq_topic_depth", "messages queued in the topic (memory + disk)");
-    let t_mem: G = gauge_family(&mut reg, "nsq_topic_memory_depth", "messages queued in memory");
-    let t_disk: G = gauge_family(&mut reg, "nsq_topic_backend_depth", "messages queued on disk");
+    let t_depth: G = gauge_family(
+        &mut reg,
+        "nsq_topic_depth",
+        "messages queued in the topic (memory + disk)",
+    );
+    let t_mem: G = gauge_family(
+        &mut reg,
+        "nsq_topic_memory_depth",
+        "messages queued in memory",
+    );
+    let t_disk: G = gauge_family(
+        &mut reg,
+        "nsq_topic_backend_depth",
+        "messages queued on disk",
+    );
     let t_paused: G = gauge_family(&mut reg, "nsq_topic_paused", "1 if the topic is paused");
     let t_channels: G = gauge_family(&mut reg, "nsq_topic_channels", "channels of the topic");
-    let t_msgs = counter_family::<TopicLabels>(&mut reg, "nsq_topic_messages", "messages published to the topic");
+    let t_msgs = counter_family::<TopicLabels>(
+        &mut reg,
+        "nsq_topic_messages",
+        "messages published to the topic",
+    );
 
-    let c_depth: CG = gauge_family(&mut reg, "nsq_channel_depth", "messages queued in the channel (memory + disk)");
-    let c_mem: CG = gauge_family(&mut reg, "nsq_channel_memory_depth", "channel messages queued in memory");
-    let c_disk: CG = gauge_family(&mut reg, "nsq_channel_backend_depth", "channel messages queued on disk");
+    let c_depth: CG = gauge_family(
+        &mut reg,
+        "nsq_channel_depth",
+        "messages queued in the channel (memory + disk)",
+    );
+    let c_mem: CG = gauge_family(
+        &mut reg,
+        "nsq_channel_memory_depth",
+        "channel messages queued in memory",
+    );
+    let c_disk: CG = gauge_family(
+        &mut reg,
+        "nsq_channel_backend_depth",
+        "channel messages queued on disk",
+    );
     let c_inflight: CG = gauge_family(&mut reg, "nsq_channel_in_flight", "messages in flight");
     let c_deferred: CG = gauge_family(&mut reg, "nsq_channel_deferred", "deferred messages");
     let c_clients: CG = gauge_family(&mut reg, "nsq_channel_clients", "connected consumers");
     let c_paused: CG = gauge_family(&mut reg, "nsq_channel_paused", "1 if the channel is paused");
-    let c_msgs: CC = counter_family(&mut reg, "nsq_channel_messages", "messages delivered to the channel");
+    let c_msgs: CC = counter_family(
+        &mut reg,
+        "nsq_channel_messages",
+        "messages delivered to the channel",
+    );
     let c_requeue: CC = counter_family(&mut reg, "nsq_channel_requeues", "messages requeued");
-    let c_timeout: CC = counter_family(&mut reg, "nsq_channel_timeouts", "messages that timed out in flight");
+    let c_timeout: CC = counter_family(
+        &mut reg,
+        "nsq_channel_timeouts",
+        "messages that timed out in flight",
+    );
     let c_e2e = Family::<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     reg.register(
         "nsq_channel_e2e_processing_latency_seconds",
@@ -184,7 +224,10 @@ mod tests {
             ..Default::default()
         };
         let text = render(&[], &[t], 0);
-        assert!(text.contains("nsq_topic_depth{topic=\"orders\",node=\"h:4151\"} 7"), "{text}");
+        assert!(
+            text.contains("nsq_topic_depth{topic=\"orders\",node=\"h:4151\"} 7"),
+            "{text}"
+        );
         assert!(text.contains("nsq_topic_messages_total{topic=\"orders\",node=\"h:4151\"} 42"));
         assert!(text.contains(
             "nsq_channel_in_flight{topic=\"orders\",channel=\"billing\",node=\"h:4151\"} 1"

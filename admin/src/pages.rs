@@ -224,7 +224,15 @@ fn action_button(admin: &Admin, access: &Access, a: &ActionRequest, label: &str)
         ""
     };
     let id = if a.node.is_empty() {
-        format!("{}-{}", a.action, if a.channel.is_empty() { "topic" } else { "channel" })
+        format!(
+            "{}-{}",
+            a.action,
+            if a.channel.is_empty() {
+                "topic"
+            } else {
+                "channel"
+            }
+        )
     } else {
         format!("tombstone-{}", a.node)
     };
@@ -314,10 +322,7 @@ fn charts(admin: &Admin, topic: &str, channel: &str) -> String {
 
 // ------------------------------------------------------------------ pages
 
-pub async fn overview(
-    State(admin): State<Shared>,
-    RawQuery(q): RawQuery,
-) -> Response {
+pub async fn overview(State(admin): State<Shared>, RawQuery(q): RawQuery) -> Response {
     let ((_, stats), mut warnings) = match clusterinfo::cluster_snapshot(&admin.ci).await {
         Ok(r) => r,
         Err(e) => return error_page(&admin, &q, &e),
@@ -650,7 +655,10 @@ pub async fn nodes(State(admin): State<Shared>, RawQuery(q): RawQuery) -> Respon
     );
     for p in &producers {
         let version = if p.out_of_date {
-            format!("{} <span class=\"paused\">(out of date)</span>", esc(&p.version))
+            format!(
+                "{} <span class=\"paused\">(out of date)</span>",
+                esc(&p.version)
+            )
         } else {
             esc(&p.version)
         };
@@ -897,7 +905,10 @@ mod tests {
 
     #[test]
     fn escaping_and_encoding() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         assert_eq!(enc("t#ephemeral"), "t%23ephemeral");
         assert_eq!(enc("127.0.0.1:4151"), "127.0.0.1:4151");
         assert_eq!(url_decode("a+b%20c%zz%4"), "a b c%zz%4");

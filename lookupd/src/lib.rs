@@ -3,6 +3,7 @@
 //! paths, flags and JSON shapes.
 
 pub mod db;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -359,6 +360,7 @@ pub fn router(l: Shared) -> Router {
         )
         .route("/channels", get(channels))
         .route("/nodes", get(nodes))
+        .route("/metrics", get(metrics::handler))
         .route("/topic/create", post(topic_create))
         .route("/topic/delete", post(topic_delete))
         .route("/channel/create", post(channel_create))

@@ -17,6 +17,7 @@ pub use protocol::compression;
 pub mod http;
 pub mod logging;
 pub mod lookup;
+pub mod metrics;
 pub mod nsqd;
 pub mod options;
 pub mod protocol_v2;
