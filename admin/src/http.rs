@@ -29,49 +29,47 @@ pub struct Access {
 }
 
 pub fn router(admin: Shared) -> Router {
-    let inner = Router::new()
-        .route("/ping", get(|| async { "OK" }))
-        .route("/", get(pages::overview))
-        .route("/topics", get(pages::overview))
-        .route("/topics/{topic}", get(pages::topic))
-        .route("/topics/{topic}/{channel}", get(pages::channel))
-        .route("/nodes", get(pages::nodes))
-        .route("/nodes/{node}", get(pages::node))
-        .route("/counter", get(pages::counter))
-        .route("/lookup", get(pages::lookup))
-        .route("/actions", post(page_action))
-        .route("/metrics", get(metrics))
-        .route("/api/topics", get(api_topics).post(api_create))
+    // Every route carries --base-path itself (rather than `nest`), so "/base" and "/base/"
+    // both reach the overview and the fallback and access check cover everything.
+    let b = admin.base.clone();
+    let p = |path: &str| format!("{b}{path}");
+    let mut r = Router::new()
+        .route(&p("/ping"), get(|| async { "OK" }))
+        .route(&p("/"), get(pages::overview))
+        .route(&p("/topics"), get(pages::overview))
+        .route(&p("/topics/{topic}"), get(pages::topic))
+        .route(&p("/topics/{topic}/{channel}"), get(pages::channel))
+        .route(&p("/nodes"), get(pages::nodes))
+        .route(&p("/nodes/{node}"), get(pages::node))
+        .route(&p("/counter"), get(pages::counter))
+        .route(&p("/lookup"), get(pages::lookup))
+        .route(&p("/actions"), post(page_action))
+        .route(&p("/metrics"), get(metrics))
+        .route(&p("/api/topics"), get(api_topics).post(api_create))
         .route(
-            "/api/topics/{topic}",
+            &p("/api/topics/{topic}"),
             get(api_topic)
                 .post(api_topic_action)
                 .delete(api_delete_topic),
         )
         .route(
-            "/api/topics/{topic}/{channel}",
+            &p("/api/topics/{topic}/{channel}"),
             get(api_channel)
                 .post(api_channel_action)
                 .delete(api_delete_channel),
         )
-        .route("/api/nodes", get(api_nodes))
-        .route("/api/nodes/{node}", get(api_node).delete(api_tombstone))
-        .route("/api/counter", get(api_counter))
-        .route("/api/graphite", get(api_graphite))
-        .route("/config/{opt}", get(config).put(config))
-        .fallback(not_found)
+        .route(&p("/api/nodes"), get(api_nodes))
+        .route(&p("/api/nodes/{node}"), get(api_node).delete(api_tombstone))
+        .route(&p("/api/counter"), get(api_counter))
+        .route(&p("/api/graphite"), get(api_graphite))
+        .route(&p("/config/{opt}"), get(config).put(config));
+    if !b.is_empty() {
+        r = r.route(&b, get(pages::overview));
+    }
+    r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(admin.clone(), access))
-        .with_state(admin.clone());
-    let base = admin.base.clone();
-    if base.is_empty() {
-        inner
-    } else {
-        let to = format!("{base}/");
-        Router::new()
-            .route("/", get(move || async move { Redirect::to(&to) }))
-            .nest(&base, inner)
-    }
+        .with_state(admin)
 }
 
 // ------------------------------------------------------------------ responses

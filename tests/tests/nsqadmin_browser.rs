@@ -33,12 +33,14 @@ fn pages_in_headless_chromium() {
     let a = Nsqd::start(&args).unwrap();
     let b = Nsqd::start(&args).unwrap();
     for (n, count) in [(&a, 6), (&b, 4)] {
-        http_post(n.http, "/channel/create?topic=orders&channel=billing", b"").unwrap();
         for i in 0..count {
             let (st, _) =
                 http_post(n.http, "/pub?topic=orders", format!("order {i}").as_bytes()).unwrap();
             assert_eq!(st, 200);
         }
+        let (st, _) =
+            http_post(n.http, "/channel/create?topic=orders&channel=billing", b"").unwrap();
+        assert_eq!(st, 200);
     }
     let mut c = RawConn::connect(a.tcp).unwrap();
     c.cmd(
