@@ -332,7 +332,7 @@ pub async fn overview(State(admin): State<Shared>, RawQuery(q): RawQuery) -> Res
     let topics = clusterinfo::aggregate_topics(&stats);
     let b = &admin.base;
     let mut s = String::from(
-        "<h1>Topics</h1><table id=\"topics\"><thead><tr><th>Topic</th><th>Depth</th><th>Memory + Disk</th>\
+        "<h1>Topics</h1><table id=\"topics\"><thead><tr><th>Topic</th><th>Depth</th><th>Channel depth</th><th>Memory + Disk</th>\
          <th>Messages</th><th>Rate</th><th>Channels</th><th>Nodes</th></tr></thead><tbody>",
     );
     let mut listed = std::collections::BTreeSet::new();
@@ -341,12 +341,13 @@ pub async fn overview(State(admin): State<Shared>, RawQuery(q): RawQuery) -> Res
         let rate = admin.history.rate(&Key::new(&t.topic_name, "", "*"));
         let _ = write!(
             s,
-            "<tr data-topic=\"{}\"><td><a href=\"{b}/topics/{}\">{}</a>{}</td>{}<td class=\"num\">{} + {}</td>{}{}{}{}</tr>",
+            "<tr data-topic=\"{}\"><td><a href=\"{b}/topics/{}\">{}</a>{}</td>{}{}<td class=\"num\">{} + {}</td>{}{}{}{}</tr>",
             esc(&t.topic_name),
             enc(&t.topic_name),
             esc(&t.topic_name),
             paused_badge(t.paused),
             num(t.depth),
+            num(t.channels.iter().map(|c| c.depth).sum()),
             t.memory_depth,
             t.backend_depth,
             num(t.message_count),
@@ -359,7 +360,7 @@ pub async fn overview(State(admin): State<Shared>, RawQuery(q): RawQuery) -> Res
         let _ = write!(
             s,
             "<tr data-topic=\"{}\"><td><a href=\"{b}/topics/{}\">{}</a> <span class=\"muted\">(no producers)</span></td>\
-             <td class=\"num\">0</td><td class=\"num\">0 + 0</td><td class=\"num\">0</td><td class=\"num\">-</td><td class=\"num\">0</td><td class=\"num\">0</td></tr>",
+             <td class=\"num\">0</td><td class=\"num\">0</td><td class=\"num\">0 + 0</td><td class=\"num\">0</td><td class=\"num\">-</td><td class=\"num\">0</td><td class=\"num\">0</td></tr>",
             esc(n),
             enc(n),
             esc(n)

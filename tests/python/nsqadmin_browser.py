@@ -92,9 +92,10 @@ def main():
             d.get(a.url + "/")
             row = "tr[data-topic='%s']" % a.topic
             c = wait_for(lambda: cells(d, row), "topic row on overview")
-            assert int(c[3]) == a.topic_messages, c
-            assert int(c[6]) == len(a.nodes), c
-            seen["overview_messages"] = int(c[3])
+            assert int(c[2]) == a.channel_depth, c
+            assert int(c[4]) == a.topic_messages, c
+            assert int(c[7]) == len(a.nodes), c
+            seen["overview_messages"] = int(c[4])
             shot(d, "nsqadmin-overview.png")
 
             # Topic page: one row per node, the channel row, graphs once history has samples.

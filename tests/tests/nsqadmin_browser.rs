@@ -54,6 +54,7 @@ fn pages_in_headless_chromium() {
     c.cmd("RDY 2", None).unwrap();
     let m = c.read_message().unwrap();
     c.read_message().unwrap();
+    c.cmd("RDY 0", None).unwrap();
     c.cmd(&format!("FIN {}", m.id), None).unwrap();
     assert!(wait_until(Duration::from_secs(10), || {
         channel_stats(&a, "orders", "billing").is_some_and(|ch| ch["in_flight_count"] == 1)
