@@ -289,6 +289,8 @@ impl TopicStats {
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 struct RawStats {
+    /// "OK", or "NOK - <storage error>" while the node cannot write.
+    health: String,
     topics: Vec<RawTopic>,
 }
 
@@ -804,6 +806,9 @@ impl ClusterInfo {
                         }
                     };
                     let node = p.http_address();
+                    if !stats.health.is_empty() && stats.health != "OK" {
+                        warnings.push(format!("{node}: {}", stats.health));
+                    }
                     for t in stats.topics {
                         if topic.is_some_and(|want| want != t.topic_name) {
                             continue;

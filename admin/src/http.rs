@@ -134,6 +134,27 @@ async fn access(State(admin): State<Shared>, mut req: Request, next: Next) -> Re
             }
         }
     }
+    // A browser sends Origin on cross-site form posts and fetches: refuse changes that come
+    // from another site's page (the proxy's credentials would otherwise go along).
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let origin_host = origin
+                .to_str()
+                .unwrap_or("")
+                .split_once("://")
+                .map(|(_, h)| h)
+                .unwrap_or("");
+            if origin_host.is_empty() || origin_host != host {
+                tracing::warn!(origin = ?origin, host, "cross-site request refused");
+                return api_err(StatusCode::FORBIDDEN, "FORBIDDEN_ORIGIN");
+            }
+        }
+    }
     let header_user = req
         .headers()
         .get(admin.opts.acl_http_header.as_str())
@@ -276,11 +297,11 @@ pub async fn perform(
     Ok(warnings)
 }
 
-fn json_body(body: &Bytes) -> Result<Value, Response> {
+/// The request's JSON object, if it is one.
+fn json_body(body: &Bytes) -> Option<Value> {
     serde_json::from_slice::<Value>(body)
         .ok()
         .filter(Value::is_object)
-        .ok_or_else(|| api_err(StatusCode::BAD_REQUEST, "INVALID_BODY"))
 }
 
 fn field(v: &Value, k: &str) -> String {
@@ -307,9 +328,8 @@ async fn api_create(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let v = match json_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = json_body(&body) else {
+        return api_err(StatusCode::BAD_REQUEST, "INVALID_BODY");
     };
     let a = ActionRequest {
         action: "create".into(),
@@ -339,9 +359,8 @@ async fn api_topic_action(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let v = match json_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = json_body(&body) else {
+        return api_err(StatusCode::BAD_REQUEST, "INVALID_BODY");
     };
     let action = field(&v, "action");
     if !matches!(action.as_str(), "pause" | "unpause" | "empty") {
@@ -374,9 +393,8 @@ async fn api_channel_action(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let v = match json_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = json_body(&body) else {
+        return api_err(StatusCode::BAD_REQUEST, "INVALID_BODY");
     };
     let action = field(&v, "action");
     if !matches!(action.as_str(), "pause" | "unpause" | "empty") {
@@ -463,9 +481,8 @@ async fn api_tombstone(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let v = match json_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Some(v) = json_body(&body) else {
+        return api_err(StatusCode::BAD_REQUEST, "INVALID_BODY");
     };
     let a = ActionRequest {
         action: "tombstone".into(),

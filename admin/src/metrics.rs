@@ -76,7 +76,7 @@ pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors
     let errors = Gauge::<i64>::default();
     reg.register(
         "nsqadmin_upstream_errors",
-        "nsqd/nsqlookupd that did not answer during this scrape",
+        "nsqd/nsqlookupd that did not answer, or nsqd reporting a storage error, during this scrape",
         errors.clone(),
     );
 

@@ -170,9 +170,8 @@ pub fn validate(o: &Options) -> Result<(), String> {
     if o.history_interval.is_zero() {
         return Err("--history-interval must be positive".into());
     }
-    if !o.notification_http_endpoint.is_empty()
-        && !(o.notification_http_endpoint.starts_with("http://")
-            || o.notification_http_endpoint.starts_with("https://"))
+    let endpoint = &o.notification_http_endpoint;
+    if !(endpoint.is_empty() || endpoint.starts_with("http://") || endpoint.starts_with("https://"))
     {
         return Err("--notification-http-endpoint must be a fully qualified http(s) URL".into());
     }

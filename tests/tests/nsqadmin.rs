@@ -506,6 +506,22 @@ fn admin_users_may_act_others_are_refused_and_notifications_are_sent() {
     );
     assert_eq!(st, 403);
     assert_eq!(nsqd_topic(&n, "jobs").unwrap()["paused"], false);
+    // Not even alice, from another site's page (the browser says so in Origin).
+    let (st, _, b) = request(
+        "POST",
+        admin.http,
+        "/api/topics/jobs",
+        &[
+            ("X-Forwarded-User", "alice"),
+            ("Origin", "http://evil.example"),
+        ],
+        pause.as_bytes(),
+    );
+    assert_eq!(
+        (st, json_of(&b)),
+        (403, json!({"message": "FORBIDDEN_ORIGIN"}))
+    );
+    assert_eq!(nsqd_topic(&n, "jobs").unwrap()["paused"], false);
 
     // alice may act through the API ...
     let alice = [("X-Forwarded-User", "alice"), ("User-Agent", "admin-test")];
@@ -625,8 +641,11 @@ fn basic_auth_and_base_path() {
     assert_eq!(st, 404);
 }
 
-/// Parse a scrape with prometheus-parse: (metric, sorted labels) -> value.
-fn scrape(addr: SocketAddr, path: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// One sample: metric name, labels sorted by name, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Scrape `path` and parse it with prometheus-parse.
+fn scrape(addr: SocketAddr, path: &str) -> Vec<Sample> {
     let (st, body) = http_get(addr, path).unwrap();
     assert_eq!(st, 200);
     let text = String::from_utf8(body).unwrap();
@@ -652,11 +671,7 @@ fn scrape(addr: SocketAddr, path: &str) -> Vec<(String, Vec<(String, String)>, f
         .collect()
 }
 
-fn value(
-    samples: &[(String, Vec<(String, String)>, f64)],
-    metric: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn value(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut want: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
