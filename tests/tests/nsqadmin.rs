@@ -431,6 +431,18 @@ fn api_pages_and_actions_over_two_nsqd_and_lookupd() {
     // /config from loopback (inside --allow-config-from-cidr's default 127.0.0.1/8).
     let v = api(&admin, "/config/nsqlookupd_http_addresses");
     assert_eq!(v, json!([c.lookupd.http.to_string()]));
+    let (st, _, b) = request("PUT", admin.http, "/config/log_level", &[], b"debug");
+    assert_eq!((st, json_of(&b)), (200, json!("debug")));
+    let (st, _, b) = request("PUT", admin.http, "/config/log_level", &[], b"loud");
+    assert_eq!(
+        (st, json_of(&b)),
+        (400, json!({"message": "INVALID_VALUE"}))
+    );
+    let (st, _, b) = request("GET", admin.http, "/config/nope", &[], b"");
+    assert_eq!(
+        (st, json_of(&b)),
+        (400, json!({"message": "INVALID_OPTION"}))
+    );
 }
 
 /// Accept HTTP POSTs on a loopback port and send each body to the returned channel.
