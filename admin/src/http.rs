@@ -162,7 +162,13 @@ async fn access(State(admin): State<Shared>, mut req: Request, next: Next) -> Re
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .map(String::from);
-    let user = header_user.or(basic_user);
+    // With basic auth there is no trusted proxy: the authenticated user is the user, and a
+    // client-set header must not name someone else.
+    let user = if admin.basic_auth.is_some() {
+        basic_user
+    } else {
+        header_user
+    };
     let can_act = admin.opts.admin_users.is_empty()
         || user
             .as_ref()

@@ -499,8 +499,7 @@ fn channels_table(admin: &Admin, topic: &str, t: &TopicStats) -> String {
     s
 }
 
-fn clients_table(clients: &[ClientStats], show_channel: Option<&str>) -> String {
-    let _ = show_channel;
+fn clients_table(clients: &[ClientStats]) -> String {
     let mut s = String::from(
         "<table class=\"clients\"><thead><tr><th>Node</th><th>Client</th><th>Address</th><th>User agent</th>\
          <th>TLS</th><th>Snappy</th><th>Deflate</th><th>RDY</th><th>In flight</th><th>Messages</th><th>Finished</th>\
@@ -594,7 +593,7 @@ pub async fn channel(
     s.push_str(&charts(&admin, &topic, &channel));
     s.push_str(&channel_nodes_table(&admin, &topic, c));
     s.push_str("<h2>Clients</h2>");
-    s.push_str(&clients_table(&c.clients, None));
+    s.push_str(&clients_table(&c.clients));
     layout(
         &admin,
         &format!("Channel {channel} of {topic}"),
@@ -783,7 +782,7 @@ pub async fn node(
         .flat_map(|c| c.clients.iter().cloned())
         .collect();
     s.push_str("<h2>Clients</h2>");
-    s.push_str(&clients_table(&clients, None));
+    s.push_str(&clients_table(&clients));
     layout(&admin, &format!("Node {node}"), &q, &warnings, &s).into_response()
 }
 

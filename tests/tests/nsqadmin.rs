@@ -600,11 +600,13 @@ fn basic_auth_and_base_path() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");
     let hash = bcrypt::hash("pw-of-ops", 4).unwrap();
-    std::fs::write(&users, format!("ops:{hash}\n")).unwrap();
+    let boss_hash = bcrypt::hash("pw-of-boss", 4).unwrap();
+    std::fs::write(&users, format!("ops:{hash}\nboss:{boss_hash}\n")).unwrap();
     let admin = Nsqadmin::start(&[
         format!("--nsqd-http-address={}", n.http),
         format!("--basic-auth-file={}", users.display()),
         "--base-path=/admin/".into(),
+        "--admin-user=boss".into(),
     ])
     .unwrap();
     use base64::Engine as _;
@@ -640,6 +642,31 @@ fn basic_auth_and_base_path() {
     // Links on the pages carry the base path.
     let html = page(&admin, "/admin/", &[("Authorization", &good)]);
     assert!(html.contains("href=\"/admin/topics/t1\""));
+    // With basic auth the authenticated user decides; a header naming the admin does not.
+    let pause = json!({"action": "pause"}).to_string();
+    let as_ops = [
+        ("Authorization", good.as_str()),
+        ("X-Forwarded-User", "boss"),
+    ];
+    let (st, _, _) = request(
+        "POST",
+        admin.http,
+        "/admin/api/topics/t1",
+        &as_ops,
+        pause.as_bytes(),
+    );
+    assert_eq!(st, 403);
+    assert_eq!(nsqd_topic(&n, "t1").unwrap()["paused"], false);
+    let boss = auth("boss", "pw-of-boss");
+    let (st, _, _) = request(
+        "POST",
+        admin.http,
+        "/admin/api/topics/t1",
+        &[("Authorization", &boss)],
+        pause.as_bytes(),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(nsqd_topic(&n, "t1").unwrap()["paused"], true);
     // /ping needs no credentials (health checks).
     assert_eq!(http_get(admin.http, "/admin/ping").unwrap().0, 200);
     // Outside the base path there is nothing.
