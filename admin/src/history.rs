@@ -28,6 +28,10 @@ impl Key {
     }
 }
 
+/// The channel name of the series summing every channel of a topic (no real channel can
+/// be called `*`).
+pub const ALL_CHANNELS: &str = "*";
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     /// Unix time in seconds.
@@ -100,6 +104,12 @@ impl History {
                 );
                 let e = totals
                     .entry(Key::new(&t.topic_name, &c.channel_name, "*"))
+                    .or_default();
+                e.0 += c.depth;
+                e.1 += c.message_count;
+                // All channels of the topic together (channel "*"): the topic's backlog.
+                let e = totals
+                    .entry(Key::new(&t.topic_name, ALL_CHANNELS, "*"))
                     .or_default();
                 e.0 += c.depth;
                 e.1 += c.message_count;
@@ -217,6 +227,40 @@ mod tests {
         assert_eq!(h.rate(&k), 0.0);
         h.expire(1000);
         assert_eq!(h.series_count(), 0);
+    }
+
+    #[test]
+    fn poll_records_nodes_cluster_and_all_channels() {
+        use crate::clusterinfo::ChannelStats;
+        let node = |name: &str, depth: u64, count: u64| TopicStats {
+            node: name.into(),
+            topic_name: "t".into(),
+            depth,
+            message_count: count,
+            channels: ["a", "b"]
+                .iter()
+                .map(|c| ChannelStats {
+                    channel_name: c.to_string(),
+                    depth: depth + 1,
+                    message_count: count,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let h = History::new(Duration::from_secs(1), Duration::from_secs(3600));
+        h.record_poll(10, &[node("n1", 1, 10), node("n2", 2, 20)]);
+        h.record_poll(12, &[node("n1", 3, 14), node("n2", 2, 24)]);
+        let cluster = h.samples(&Key::new("t", "", "*"));
+        assert_eq!(
+            cluster.iter().map(|s| s.depth).collect::<Vec<_>>(),
+            vec![3, 5]
+        );
+        assert_eq!(h.rate(&Key::new("t", "", "*")), 4.0);
+        assert_eq!(h.rate(&Key::new("t", "", "n1")), 2.0);
+        assert_eq!(h.samples(&Key::new("t", "a", "*"))[1].depth, 4 + 3);
+        let all = h.samples(&Key::new("t", ALL_CHANNELS, "*"));
+        assert_eq!(all[1].depth, 2 * (4 + 3));
     }
 
     #[test]

@@ -313,8 +313,18 @@ fn charts(admin: &Admin, topic: &str, channel: &str) -> String {
     let samples = admin.history.samples(&Key::new(topic, channel, "*"));
     let depth: Vec<(u64, f64)> = samples.iter().map(|s| (s.at, s.depth as f64)).collect();
     let rate: Vec<(u64, f64)> = samples.iter().skip(1).map(|s| (s.at, s.rate)).collect();
+    // On a topic page, also the backlog of all its channels together.
+    let backlog = if channel.is_empty() {
+        let all = admin
+            .history
+            .samples(&Key::new(topic, crate::history::ALL_CHANNELS, "*"));
+        let v: Vec<(u64, f64)> = all.iter().map(|s| (s.at, s.depth as f64)).collect();
+        svg_chart("depth of all channels", "messages", &v)
+    } else {
+        String::new()
+    };
     format!(
-        "<h2>History</h2><div class=\"charts\" id=\"charts\">{}{}</div>",
+        "<h2>History</h2><div class=\"charts\" id=\"charts\">{}{}{backlog}</div>",
         svg_chart("depth", "messages", &depth),
         svg_chart("message rate", "msgs/s", &rate)
     )

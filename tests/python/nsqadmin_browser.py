@@ -110,9 +110,9 @@ def main():
 
             def charted():
                 d.refresh()
-                return len(d.find_elements(By.CSS_SELECTOR, "#charts polyline")) == 2
+                return len(d.find_elements(By.CSS_SELECTOR, "#charts polyline")) == 3
 
-            wait_for(charted, "two charts with data", timeout=30)
+            wait_for(charted, "three charts with data", timeout=30)
             shot(d, "nsqadmin-topic.png")
 
             # Channel page: totals and the client.
