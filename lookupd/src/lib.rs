@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod logging;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -383,6 +384,7 @@ pub fn router(l: Shared) -> Router {
         )
         .route("/channels", get(channels))
         .route("/nodes", get(nodes))
+        .route("/metrics", get(metrics::handler))
         .route("/topic/create", post(topic_create))
         .route("/topic/delete", post(topic_delete))
         .route("/channel/create", post(channel_create))

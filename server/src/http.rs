@@ -85,6 +85,7 @@ pub fn router_for(nsqd: Shared, over_tls: bool) -> Router {
         .route("/mpub", post(mpublish))
         .route("/mput", post(mpublish))
         .route("/stats", get(stats))
+        .route("/metrics", get(crate::metrics::handler))
         .route("/config/{opt}", get(config_get).put(config_put))
         .route("/debug", get(debug));
     // Admin actions; NSQ 1.x serves them on POST (and the deprecated underscore forms on

@@ -21,6 +21,7 @@ pub mod https;
 pub mod logging;
 pub mod lookup;
 pub mod md5;
+pub mod metrics;
 pub mod nsqd;
 pub mod options;
 pub mod protocol_v2;

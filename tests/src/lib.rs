@@ -639,3 +639,63 @@ pub fn run_tool(name: &str, args: &[&str], timeout: Duration) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A running nsqadmin on a free loopback port.
+pub struct Nsqadmin {
+    pub daemon: Daemon,
+    pub http: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nsqadmin {
+    /// Start nsqadmin with `args` (e.g. `--lookupd-http-address=...`) and wait for /ping.
+    pub fn start(args: &[String]) -> Result<Nsqadmin> {
+        let dir = tempfile::tempdir()?;
+        let mut last_err = anyhow!("not started");
+        for _ in 0..3 {
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+            let mut all = vec![format!("--http-address={http}")];
+            all.extend(args.iter().cloned());
+            let log = dir.path().join(format!("nsqadmin-{}.log", http.port()));
+            let mut daemon = start_daemon("nsqadmin", &all, &log)?;
+            let ping = if let Some(b) = args.iter().find_map(|a| a.strip_prefix("--base-path=")) {
+                format!("{}/ping", b.trim_end_matches('/'))
+            } else {
+                "/ping".to_string()
+            };
+            match wait_ready_path(&mut daemon, http, &ping) {
+                Ok(()) => {
+                    return Ok(Nsqadmin {
+                        daemon,
+                        http,
+                        _dir: dir,
+                    })
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+}
+
+/// Like [`wait_ready`] for a daemon whose ping path is not `/ping` (a base path).
+pub fn wait_ready_path(d: &mut Daemon, http_addr: SocketAddr, path: &str) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(s) = d.child.try_wait()? {
+            bail!("{} exited early ({s}):\n{}", d.name, d.log_text());
+        }
+        if let Ok((200, _)) = http_get(http_addr, path) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} not ready within {:?}:\n{}",
+                d.name,
+                START_TIMEOUT,
+                d.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

@@ -49,9 +49,11 @@ fn start_nsqd(data: &Path, log_dir: &Path, extra: &[&str]) -> Nsqd {
     for _ in 0..3 {
         let tcp = format!("127.0.0.1:{}", nsq_blackbox_tests::free_port());
         let http = format!("127.0.0.1:{}", nsq_blackbox_tests::free_port());
+        let https = format!("127.0.0.1:{}", nsq_blackbox_tests::free_port());
         let mut args = vec![
             format!("--tcp-address={tcp}"),
             format!("--http-address={http}"),
+            format!("--https-address={https}"),
             format!("--data-path={}", data.display()),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -68,6 +70,7 @@ fn start_nsqd(data: &Path, log_dir: &Path, extra: &[&str]) -> Nsqd {
                 daemon: d,
                 tcp: tcp.parse().unwrap(),
                 http: http_addr,
+                https: https.parse().unwrap(),
                 data: data.to_path_buf(),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 _tmp: None,
@@ -403,6 +406,7 @@ fn a_missing_data_path_is_an_error() {
         .arg(format!("--data-path={}", missing.display()))
         .arg("--tcp-address=127.0.0.1:0")
         .arg("--http-address=127.0.0.1:0")
+        .arg("--https-address=127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -582,6 +586,7 @@ fn a_read_only_data_directory_is_refused_clearly() {
         .arg(format!("--data-path={d}"))
         .arg("--tcp-address=127.0.0.1:0")
         .arg("--http-address=127.0.0.1:0")
+        .arg("--https-address=127.0.0.1:0")
         .output()
         .unwrap();
     let _ = Command::new("umount").arg(d).status();
