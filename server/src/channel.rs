@@ -414,6 +414,10 @@ impl Channel {
             c.in_flight_count.fetch_sub(1, Ordering::AcqRel);
             c.notify.notify_one();
         }
+        // message_count is delivered + depth; what is emptied had entered the channel and
+        // stays counted (as in NSQ, where emptying never lowers it).
+        let emptied = self.cursor.stats().depth;
+        self.message_count.fetch_add(emptied, Ordering::Relaxed);
         self.cursor.empty()
     }
 
