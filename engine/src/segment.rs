@@ -4,7 +4,7 @@
 //! a memory map: a write into a mapped page that the file system cannot allocate (a full
 //! disk) or read back (an I/O error) kills the process with SIGBUS, while `pwrite` returns
 //! an error the publish can be answered with. Blocks are reserved ahead of the write
-//! position with `fallocate(FALLOC_FL_KEEP_SIZE)` in steps that grow with the segment (64
+//! position with `fallocate(FALLOC_FL_KEEP_SIZE)` in steps that grow with the segment (4
 //! KiB up to 8 MiB), so a full disk is noticed before any byte of a record is written and
 //! a small topic holds little more disk than its data. The file's size is always the end
 //! of the last complete record; readers `pread` up to the length the log committed.
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::error::{IoContext, Result};
 use crate::fs::Io;
 
-const RESERVE_MIN: u64 = 64 * 1024;
+const RESERVE_MIN: u64 = 4 * 1024;
 const RESERVE_MAX: u64 = 8 * 1024 * 1024;
 
 pub(crate) struct SegmentWriter {
