@@ -276,8 +276,9 @@ impl Channel {
         let mem_front = st.mem_front();
         let from = read.max(st.start_seq);
         ChannelStats {
-            depth: st.next_seq.saturating_sub(from) + replay,
-            backend_depth: mem_front.saturating_sub(from) + replay,
+            depth: st.next_seq.saturating_sub(from) - st.lost_within(from, st.next_seq) + replay,
+            backend_depth: mem_front.saturating_sub(from) - st.lost_within(from, mem_front)
+                + replay,
             ack_floor: floor,
             read,
             outstanding,

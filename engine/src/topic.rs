@@ -57,9 +57,19 @@ pub(crate) struct TopicState {
     pub(crate) last_sync: Instant,
     pub(crate) waiters: Vec<DurableCallback>,
     pub(crate) start_seq: u64,
+    /// Sequences handed out before the last start that were never stored (the memory tail
+    /// of a crashed run): nothing in this range can be delivered, so depth leaves it out.
+    pub(crate) lost: std::ops::Range<u64>,
 }
 
 impl TopicState {
+    /// How many of the sequences in `from..to` are in the lost range.
+    pub(crate) fn lost_within(&self, from: u64, to: u64) -> u64 {
+        let lo = from.max(self.lost.start);
+        let hi = to.min(self.lost.end);
+        hi.saturating_sub(lo)
+    }
+
     pub(crate) fn mem_front(&self) -> u64 {
         self.mem
             .front()
@@ -525,6 +535,8 @@ impl Topic {
             .max()
             .unwrap_or(0);
         let next_seq = log_end.max(tm.next_seq).max(max_read);
+        // Memory is empty at open: everything deliverable is in the log, below its end.
+        let lost = log_end.max(tm.start_seq)..next_seq;
         let core = Arc::new(TopicCore {
             name: name.to_string(),
             ephemeral,
@@ -538,6 +550,7 @@ impl Topic {
                 last_sync: Instant::now(),
                 waiters: Vec::new(),
                 start_seq: tm.start_seq,
+                lost,
             }),
             floors: RwLock::new(HashMap::new()),
             signal,
@@ -844,8 +857,8 @@ impl Topic {
                 .and_then(|l| if l.is_empty() { None } else { l.start_seq() })
                 .unwrap_or(mem_front)
                 .max(st.start_seq);
-            s.depth = st.next_seq.saturating_sub(oldest);
-            s.backend_depth = mem_front.saturating_sub(oldest);
+            s.depth = st.next_seq.saturating_sub(oldest) - st.lost_within(oldest, st.next_seq);
+            s.backend_depth = mem_front.saturating_sub(oldest) - st.lost_within(oldest, mem_front);
         }
         s.storage_error = storage_error;
         s.oldest_seq = self.core.earliest(&st);
