@@ -197,6 +197,9 @@ pub struct ChannelStats {
     pub clients: Vec<ClientStats>,
     pub paused: bool,
     pub e2e_processing_latency: LatencyAggregate,
+    /// Beyond NSQ (our nsqd's /stats): age of the oldest unfinished message, ms (the
+    /// largest over nodes in an aggregate).
+    pub oldest_unfinished_age_ms: u64,
 }
 
 impl ChannelStats {
@@ -213,6 +216,9 @@ impl ChannelStats {
         self.message_count += a.message_count;
         self.client_count += a.client_count;
         self.paused |= a.paused;
+        self.oldest_unfinished_age_ms = self
+            .oldest_unfinished_age_ms
+            .max(a.oldest_unfinished_age_ms);
         let mut node = a.clone();
         node.nodes.clear();
         self.nodes.push(node);
@@ -240,6 +246,12 @@ pub struct TopicStats {
     pub channels: Vec<ChannelStats>,
     pub paused: bool,
     pub e2e_processing_latency: LatencyAggregate,
+    /// Beyond NSQ (our nsqd's /stats): the topic's log on disk, damaged records recovery
+    /// skipped, and the storage error it is in ("" when none).
+    pub disk_bytes: u64,
+    pub disk_segments: u64,
+    pub corrupt_records: u64,
+    pub storage_error: String,
 }
 
 impl TopicStats {
@@ -251,6 +263,16 @@ impl TopicStats {
         self.backend_depth += a.backend_depth;
         self.message_count += a.message_count;
         self.paused |= a.paused;
+        self.disk_bytes += a.disk_bytes;
+        self.disk_segments += a.disk_segments;
+        self.corrupt_records += a.corrupt_records;
+        if !a.storage_error.is_empty() {
+            if !self.storage_error.is_empty() {
+                self.storage_error.push_str("; ");
+            }
+            self.storage_error
+                .push_str(&format!("{}: {}", a.node, a.storage_error));
+        }
         for ac in &a.channels {
             match self
                 .channels
@@ -304,6 +326,10 @@ struct RawTopic {
     message_count: u64,
     paused: bool,
     e2e_processing_latency: RawLatency,
+    disk_bytes: u64,
+    disk_segments: u64,
+    corrupt_records: u64,
+    storage_error: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -321,6 +347,7 @@ struct RawChannel {
     clients: Vec<RawClient>,
     paused: bool,
     e2e_processing_latency: RawLatency,
+    oldest_unfinished_age_ms: u64,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -436,6 +463,7 @@ fn convert_topic(t: RawTopic, node: &str, hostname: &str) -> TopicStats {
                 nodes: Vec::new(),
                 clients,
                 paused: c.paused,
+                oldest_unfinished_age_ms: c.oldest_unfinished_age_ms,
             }
         })
         .collect();
@@ -456,6 +484,10 @@ fn convert_topic(t: RawTopic, node: &str, hostname: &str) -> TopicStats {
         nodes: Vec::new(),
         channels,
         paused: t.paused,
+        disk_bytes: t.disk_bytes,
+        disk_segments: t.disk_segments,
+        corrupt_records: t.corrupt_records,
+        storage_error: t.storage_error,
     }
 }
 

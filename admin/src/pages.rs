@@ -424,7 +424,8 @@ pub async fn topic(
     s.push_str(&charts(&admin, &topic, ""));
     s.push_str(
         "<h2>Nodes</h2><table id=\"topic-nodes\"><thead><tr><th>Node</th><th>Depth</th><th>Memory</th><th>Disk</th>\
-         <th>Messages</th><th>Rate</th><th>Channels</th><th>E2E latency</th><th></th></tr></thead><tbody>",
+         <th>Messages</th><th>Rate</th><th>Channels</th><th>E2E latency</th><th></th>\
+         <th>On disk</th><th>Storage</th></tr></thead><tbody>",
     );
     let lookupd = !admin.ci.lookupd_addresses().is_empty();
     for n in &t.nodes {
@@ -445,7 +446,7 @@ pub async fn topic(
         };
         let _ = write!(
             s,
-            "<tr data-node=\"{}\"><td><a href=\"{b}/nodes/{}\">{}</a>{}</td>{}{}{}{}{}{}<td>{}</td><td>{tomb}</td></tr>",
+            "<tr data-node=\"{}\"><td><a href=\"{b}/nodes/{}\">{}</a>{}</td>{}{}{}{}{}{}<td>{}</td><td>{tomb}</td>{}</tr>",
             esc(&n.node),
             enc(&n.node),
             esc(&n.node),
@@ -457,11 +458,12 @@ pub async fn topic(
             rate_cell(admin.history.rate(&Key::new(&topic, "", &n.node))),
             num(n.channels.len() as u64),
             esc(&e2e_text(&n.e2e_processing_latency)),
+            storage_cells(n),
         );
     }
     let _ = write!(
         s,
-        "<tr class=\"total\" data-node=\"*\"><td>Total</td>{}{}{}{}{}{}<td>{}</td><td></td></tr></tbody></table>",
+        "<tr class=\"total\" data-node=\"*\"><td>Total</td>{}{}{}{}{}{}<td>{}</td><td></td>{}</tr></tbody></table>",
         num(t.depth),
         num(t.memory_depth),
         num(t.backend_depth),
@@ -469,6 +471,7 @@ pub async fn topic(
         rate_cell(admin.history.rate(&Key::new(&topic, "", "*"))),
         num(t.channels.len() as u64),
         esc(&e2e_text(&t.e2e_processing_latency)),
+        storage_cells(&t),
     );
     s.push_str(&channels_table(&admin, &topic, &t));
     layout(&admin, &format!("Topic {topic}"), &q, &warnings, &s).into_response()
@@ -614,16 +617,53 @@ pub async fn channel(
     .into_response()
 }
 
+/// What only our engine reports (nodes running NSQ leave these at zero): bytes of the
+/// topic's log on disk with its segment count, and its storage state.
+fn storage_cells(t: &TopicStats) -> String {
+    let state = if !t.storage_error.is_empty() {
+        format!("<span class=\"warn\">{}</span>", esc(&t.storage_error))
+    } else if t.corrupt_records > 0 {
+        format!("{} damaged records skipped", t.corrupt_records)
+    } else {
+        "OK".to_string()
+    };
+    format!(
+        "<td class=\"disk\">{} in {} segments</td><td class=\"storage\">{state}</td>",
+        bytes_text(t.disk_bytes),
+        t.disk_segments
+    )
+}
+
+fn bytes_text(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn age_text(ms: u64) -> String {
+    match ms {
+        0 => "-".to_string(),
+        ms if ms < 1000 => format!("{ms} ms"),
+        ms if ms < 120_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        ms if ms < 7_200_000 => format!("{} min", ms / 60_000),
+        ms => format!("{:.1} h", ms as f64 / 3_600_000.0),
+    }
+}
+
 fn channel_nodes_table(admin: &Admin, topic: &str, c: &ChannelStats) -> String {
     let b = &admin.base;
     let mut s = String::from(
         "<h2>Nodes</h2><table id=\"channel-nodes\"><thead><tr><th>Node</th><th>Depth</th><th>Memory</th><th>Disk</th>\
-         <th>In flight</th><th>Deferred</th><th>Requeued</th><th>Timed out</th><th>Messages</th><th>Rate</th><th>Clients</th><th>E2E latency</th></tr></thead><tbody>",
+         <th>In flight</th><th>Deferred</th><th>Requeued</th><th>Timed out</th><th>Messages</th><th>Rate</th><th>Clients</th><th>E2E latency</th>\
+         <th title=\"age of the oldest message not finished\">Lag</th></tr></thead><tbody>",
     );
     let row = |s: &mut String, label: String, key: &str, n: &ChannelStats, class: &str| {
         let _ = write!(
             s,
-            "<tr{class} data-node=\"{}\"><td>{label}{}</td>{}{}{}{}{}{}{}{}{}{}<td>{}</td></tr>",
+            "<tr{class} data-node=\"{}\"><td>{label}{}</td>{}{}{}{}{}{}{}{}{}{}<td>{}</td><td class=\"lag\">{}</td></tr>",
             esc(key),
             paused_badge(n.paused),
             num(n.depth),
@@ -637,6 +677,7 @@ fn channel_nodes_table(admin: &Admin, topic: &str, c: &ChannelStats) -> String {
             rate_cell(admin.history.rate(&Key::new(topic, &n.channel_name, key))),
             num(n.client_count),
             esc(&e2e_text(&n.e2e_processing_latency)),
+            age_text(n.oldest_unfinished_age_ms),
         );
     };
     for n in &c.nodes {

@@ -272,10 +272,22 @@ impl Channel {
                 c.floor(),
             )
         };
+        let next = self.core.state.lock().next_seq;
+        // One record read (from memory, or one pread) for the lag in time.
+        let oldest_unfinished_ts = if floor < next {
+            self.core
+                .read_one(floor)
+                .ok()
+                .flatten()
+                .map_or(0, |m| m.timestamp_ns)
+        } else {
+            0
+        };
         let st = self.core.state.lock();
         let mem_front = st.mem_front();
         let from = read.max(st.start_seq);
         ChannelStats {
+            oldest_unfinished_ts,
             depth: st.next_seq.saturating_sub(from) - st.lost_within(from, st.next_seq) + replay,
             backend_depth: mem_front.saturating_sub(from) - st.lost_within(from, mem_front)
                 + replay,

@@ -100,6 +100,9 @@ pub struct ChannelStats {
     pub ack_floor: u64,
     pub read: u64,
     pub outstanding: u64,
+    /// Publish time (Unix ns) of the oldest message this channel has not finished (0 when
+    /// none): how far behind it is, in time.
+    pub oldest_unfinished_ts: i64,
 }
 
 pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;

@@ -194,6 +194,22 @@ fn api_pages_and_actions_over_two_nsqd_and_lookupd() {
     );
     assert_eq!(t["paused"], false);
     assert_eq!(t["message"], "");
+    // What only our engine reports, summed over the nodes' /stats.
+    for k in ["disk_bytes", "disk_segments", "corrupt_records"] {
+        assert_eq!(
+            t[k].as_u64().unwrap(),
+            ta[k].as_u64().unwrap() + tb[k].as_u64().unwrap(),
+            "{k}"
+        );
+    }
+    assert_eq!(t["storage_error"], "");
+    let lag = t["channels"][0]["oldest_unfinished_age_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        lag > 0,
+        "a message in flight is unfinished: the channel lags"
+    );
     let nodes: Vec<&str> = t["nodes"]
         .as_array()
         .unwrap()
@@ -296,6 +312,14 @@ fn api_pages_and_actions_over_two_nsqd_and_lookupd() {
     assert!(html.contains("data-topic=\"orders\""), "{html}");
     assert!(html.contains(&format!("<td class=\"num\">{depth}</td>")));
     let html = page(&admin, "/topics/orders", &[]);
+    assert!(
+        html.contains("class=\"disk\"") && html.contains("segments</td>"),
+        "on-disk column"
+    );
+    assert!(
+        page(&admin, "/topics/orders/billing", &[]).contains("class=\"lag\""),
+        "lag column"
+    );
     assert!(html.contains(&format!("data-node=\"{}\"", node_name(&c.a))));
     assert!(html.contains(&format!("data-node=\"{}\"", node_name(&c.b))));
     assert!(html.contains("data-channel=\"billing\""));
