@@ -8,6 +8,7 @@
 //!     <first seq, 20 digits>.seg           segments (log.rs, docs/FORMAT.md)
 //!     <first seq, 20 digits>.idx           sealed-segment summaries (seal.rs)
 //!     channels/c_<channel>.json            cursor snapshots (written after sled)
+//!     config.json                          the topic's own settings (`TopicConfig`)
 //! <data-path>/topics/.deleted-<pid>-<n>/   a topic being deleted
 //! ```
 
@@ -103,6 +104,33 @@ pub(crate) fn write_snapshot(
     let tmp = dir.join(format!(".{}.tmp", channel_snapshot_name(channel)));
     let json = CursorSnapshot::from_meta(channel, cm).to_json();
     io.write_file(&tmp, json.as_bytes()).at(&tmp)?;
+    io.rename(&tmp, &path).at(&path)?;
+    Ok(())
+}
+
+const TOPIC_CONFIG: &str = "config.json";
+
+/// A topic's settings file; absent or unreadable means no overrides (logged).
+pub(crate) fn read_topic_config(topic_dir: &Path) -> crate::types::TopicConfig {
+    let path = topic_dir.join(TOPIC_CONFIG);
+    match std::fs::read(&path) {
+        Err(_) => crate::types::TopicConfig::default(),
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable topic settings: using the node-wide flags");
+            crate::types::TopicConfig::default()
+        }),
+    }
+}
+
+pub(crate) fn write_topic_config(
+    io: &Io,
+    topic_dir: &Path,
+    config: &crate::types::TopicConfig,
+) -> Result<()> {
+    let path = topic_dir.join(TOPIC_CONFIG);
+    let tmp = topic_dir.join(format!(".{TOPIC_CONFIG}.tmp"));
+    let json = serde_json::to_vec_pretty(config).unwrap_or_default();
+    io.write_file(&tmp, &json).at(&tmp)?;
     io.rename(&tmp, &path).at(&path)?;
     Ok(())
 }

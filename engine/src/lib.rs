@@ -38,7 +38,7 @@ pub use log::RecoveryReport;
 pub use topic::Topic;
 pub use types::{
     ChannelStats, DurableCallback, EngineOptions, Message, NewMessage, Published, RewindTo,
-    TopicStats,
+    TopicConfig, TopicStats,
 };
 
 use error::IoContext;
@@ -163,7 +163,7 @@ impl Engine {
         let t = Arc::new(Topic::open(
             name,
             &self.inner.dir,
-            self.inner.opts.clone(),
+            self.inner.opts,
             meta,
             self.inner.signal.clone(),
             &self.inner.io,

@@ -101,13 +101,14 @@ pub(crate) fn sync_round(inner: &Inner, all: bool) -> Result<()> {
         if t.is_ephemeral() {
             continue;
         }
+        let opts = t.core.opts();
         let (work, waiters) = {
             let mut st = t.core.state.lock();
             let pending = t.core.pending_changes(&st);
             let due = all
                 || !st.waiters.is_empty()
-                || pending >= inner.opts.sync_every
-                || (pending > 0 && st.last_sync.elapsed() >= inner.opts.sync_timeout);
+                || pending >= opts.sync_every
+                || (pending > 0 && st.last_sync.elapsed() >= opts.sync_timeout);
             if !due {
                 continue;
             }
@@ -207,7 +208,7 @@ pub(crate) fn gc_round(inner: &Inner) {
         }
         let floor = t.gc_floor();
         // Detach under the lock, unlink without it.
-        let opts = &t.core.opts;
+        let opts = t.core.opts();
         let now = crate::topic::now_ns();
         let gone = {
             let mut st = t.core.state.lock();

@@ -32,7 +32,7 @@ fn msgs(from: usize, n: usize) -> Vec<NewMessage> {
 /// Reopen, retrying while a previous instance's background thread still holds sled.
 fn reopen(dir: &Path, o: EngineOptions) -> Engine {
     for _ in 0..100 {
-        if let Ok(e) = Engine::open(dir, o.clone()) {
+        if let Ok(e) = Engine::open(dir, o) {
             return e;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -91,7 +91,7 @@ fn clean_restart_redelivers_exactly_the_unfinished() {
     for mem in [0, 10, 10000] {
         let dir = tempfile::tempdir().unwrap();
         let o = opts(mem, 2048, 1000);
-        let e = Engine::open(dir.path(), o.clone()).unwrap();
+        let e = Engine::open(dir.path(), o).unwrap();
         let t = e.topic("t").unwrap();
         let c = t.channel("c").unwrap();
         t.publish(msgs(0, 300), None).unwrap();
@@ -121,7 +121,7 @@ fn crash_keeps_everything_synced() {
     // come back (finished ones may too: at least once).
     let dir = tempfile::tempdir().unwrap();
     let o = opts(0, 4096, 1);
-    let e = Engine::open(dir.path(), o.clone()).unwrap();
+    let e = Engine::open(dir.path(), o).unwrap();
     let t = e.topic("t").unwrap();
     let c = t.channel("c").unwrap();
     for i in 0..20 {
@@ -159,7 +159,7 @@ fn crash_keeps_everything_synced() {
 fn torn_tail_is_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(0, 1 << 20, 1);
-    let e = Engine::open(dir.path(), o.clone()).unwrap();
+    let e = Engine::open(dir.path(), o).unwrap();
     let t = e.topic("t").unwrap();
     t.channel("c").unwrap();
     t.publish(msgs(0, 10), None).unwrap();
@@ -243,7 +243,7 @@ fn segments_are_collected_once_finished() {
 fn stragglers_are_relocated_and_stop_pinning_segments() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(0, 2048, 10);
-    let e = Engine::open(dir.path(), o.clone()).unwrap();
+    let e = Engine::open(dir.path(), o).unwrap();
     let t = e.topic("t").unwrap();
     let (a, b) = (t.channel("a").unwrap(), t.channel("b").unwrap());
     t.publish(msgs(0, 600), None).unwrap();
@@ -373,7 +373,7 @@ proptest! {
     fn invariants(ops in proptest::collection::vec(op(), 1..25), mem in prop_oneof![Just(0usize), Just(3), Just(1000)]) {
         let dir = tempfile::tempdir().unwrap();
         let o = opts(mem, 256, 7);
-        let mut e = Engine::open(dir.path(), o.clone()).unwrap();
+        let mut e = Engine::open(dir.path(), o).unwrap();
         e.topic("t").unwrap().channel("c").unwrap();
         let mut published = 0usize;
         let mut acked: BTreeSet<String> = BTreeSet::new();
@@ -416,7 +416,7 @@ proptest! {
                     drop((c, t));
                     e.close().unwrap();
                     drop(e);
-                    e = reopen(dir.path(), o.clone());
+                    e = reopen(dir.path(), o);
                     seen_this_run.clear();
                     outstanding.clear(); // they will be handed out again
                 }
@@ -643,7 +643,7 @@ mod faults {
             let dir = tempfile::tempdir().unwrap();
             let plan = FaultPlan::new();
             let o = opts(mem, 512, 5);
-            let mut e = Engine::open_with_faults(dir.path(), o.clone(), plan.clone()).unwrap();
+            let mut e = Engine::open_with_faults(dir.path(), o, plan.clone()).unwrap();
             e.topic("t").unwrap().channel("c").unwrap();
             let mut next = 0usize;
             let mut stored: BTreeSet<usize> = BTreeSet::new();
@@ -696,7 +696,7 @@ mod faults {
                         drop((c, t));
                         e.close().unwrap();
                         drop(e);
-                        e = reopen(dir.path(), o.clone());
+                        e = reopen(dir.path(), o);
                         out.clear(); // handed out again after the restart
                     }
                 }
@@ -725,7 +725,7 @@ fn restart_with_a_million_messages_scans_only_the_tail() {
     let o = opts(0, 1 << 20, 100_000);
     let total = 1_000_000;
     {
-        let e = Engine::open(dir.path(), o.clone()).unwrap();
+        let e = Engine::open(dir.path(), o).unwrap();
         let t = e.topic("t").unwrap();
         t.channel("c").unwrap();
         for i in (0..total).step_by(10_000) {
@@ -733,7 +733,7 @@ fn restart_with_a_million_messages_scans_only_the_tail() {
         }
         e.close().unwrap();
     }
-    let e = reopen(dir.path(), o.clone());
+    let e = reopen(dir.path(), o);
     let t = e.topic("t").unwrap();
     let r = t.recovery_report().clone();
     assert!(r.segments > 40, "{r:?}");
@@ -761,7 +761,7 @@ fn restart_with_a_million_messages_scans_only_the_tail() {
     let mut b = std::fs::read(&idx[7]).unwrap();
     b[20] ^= 1;
     std::fs::write(&idx[7], b).unwrap();
-    let e = reopen(dir.path(), o.clone());
+    let e = reopen(dir.path(), o);
     let r = e.topic("t").unwrap().recovery_report().clone();
     assert_eq!(r.scanned_segments, 3, "{r:?}");
     assert_eq!(r.records, total as u64);
@@ -792,7 +792,7 @@ fn closing_many_topics_creates_no_segments() {
             })
             .count()
     };
-    let e = Engine::open(dir.path(), o.clone()).unwrap();
+    let e = Engine::open(dir.path(), o).unwrap();
     for k in 0..500 {
         let t = e.topic(&format!("t{k}")).unwrap();
         t.channel("c").unwrap();
@@ -856,7 +856,7 @@ mod retention {
         for mem in [0, 5, 10_000] {
             let dir = tempfile::tempdir().unwrap();
             let o = retained(mem, Duration::from_secs(3600), 0);
-            let e = Engine::open(dir.path(), o.clone()).unwrap();
+            let e = Engine::open(dir.path(), o).unwrap();
             let t = e.topic("t").unwrap();
             let c = t.channel("c").unwrap();
             t.publish(msgs(0, 150), None).unwrap();
@@ -907,7 +907,7 @@ mod retention {
         let dir = tempfile::tempdir().unwrap();
         let o = retained(0, Duration::from_secs(3600), 0);
         {
-            let e = Engine::open(dir.path(), o.clone()).unwrap();
+            let e = Engine::open(dir.path(), o).unwrap();
             let t = e.topic("t").unwrap();
             t.channel("c").unwrap();
             t.publish(msgs(0, 200), None).unwrap();
@@ -916,7 +916,7 @@ mod retention {
         }
         let crashed = tempfile::tempdir().unwrap();
         {
-            let e = reopen(dir.path(), o.clone());
+            let e = reopen(dir.path(), o);
             let t = e.topic("t").unwrap();
             t.rewind_channel("c", RewindTo::Seq(50)).unwrap();
             // A crash right after the answer: the files as they are now, without a close
@@ -971,7 +971,7 @@ fn depth_after_a_crash_counts_only_deliverable_messages() {
     let crashed = tempfile::tempdir().unwrap();
     let o = opts(100, 4096, 1);
     {
-        let e = Engine::open(dir.path(), o.clone()).unwrap();
+        let e = Engine::open(dir.path(), o).unwrap();
         let t = e.topic("t").unwrap();
         t.channel("c").unwrap();
         t.publish(msgs(0, 250), None).unwrap(); // 150 spill to the log, 100 stay in memory
@@ -993,5 +993,52 @@ fn depth_after_a_crash_counts_only_deliverable_messages() {
     // New messages are counted as usual.
     t.publish(msgs(1000, 5), None).unwrap();
     assert_eq!(c.stats().depth, 5);
+    e.close().unwrap();
+}
+
+/// Per-topic settings override the node-wide options at once and survive a restart; other
+/// topics keep the node-wide ones.
+#[test]
+fn topic_settings_apply_at_once_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(10_000, 1 << 20, 1000);
+    {
+        let e = Engine::open(dir.path(), o).unwrap();
+        let t = e.topic("t").unwrap();
+        let other = e.topic("u").unwrap();
+        t.channel("c").unwrap();
+        t.publish(msgs(0, 10), None).unwrap();
+        assert_eq!(
+            t.stats().log_bytes,
+            0,
+            "all in memory with the node-wide 10000"
+        );
+        let cfg = crate::TopicConfig {
+            mem_queue_size: Some(0),
+            retention_time: Some(60_000),
+            ..Default::default()
+        };
+        t.set_config(cfg).unwrap();
+        t.publish(msgs(10, 10), None).unwrap();
+        assert!(
+            t.stats().log_bytes > 0,
+            "mem_queue_size 0 applies to the next publish"
+        );
+        assert_eq!(
+            t.effective_options().retention_time,
+            Duration::from_secs(60)
+        );
+        assert_eq!(other.effective_options(), o);
+        e.close().unwrap();
+    }
+    let e = reopen(dir.path(), o);
+    let t = e.topic("t").unwrap();
+    assert_eq!(t.config().mem_queue_size, Some(0));
+    assert_eq!(t.effective_options().mem_queue_size, 0);
+    assert_eq!(
+        e.topic("u").unwrap().config(),
+        crate::TopicConfig::default()
+    );
+    assert_eq!(drain(&e, "t", "c").len(), 20);
     e.close().unwrap();
 }

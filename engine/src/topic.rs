@@ -34,13 +34,16 @@ use parking_lot::{Mutex, RwLock};
 use crate::channel::Channel;
 use crate::error::{Error, Result};
 use crate::fs::Io;
-use crate::layout::{channel_snapshot_name, topic_dir_name, write_snapshot};
+use crate::layout::{
+    channel_snapshot_name, read_topic_config, topic_dir_name, write_snapshot, write_topic_config,
+};
 use crate::log::{Log, ReadHint, RecoveryReport, StoredRecord};
 use crate::meta::{Meta, TopicMeta};
 use crate::record::{message_id, RecordHeader};
 use crate::sync::SyncSignal;
 use crate::types::{
-    DurableCallback, EngineOptions, Message, NewMessage, Published, RewindTo, TopicStats,
+    DurableCallback, EngineOptions, Message, NewMessage, Published, RewindTo, TopicConfig,
+    TopicStats,
 };
 
 struct MemRecord {
@@ -131,7 +134,9 @@ pub(crate) struct TopicCore {
     pub(crate) name: String,
     pub(crate) ephemeral: bool,
     pub(crate) dir: PathBuf,
-    pub(crate) opts: EngineOptions,
+    /// Node-wide options with this topic's overrides (see `TopicConfig`) applied; read
+    /// through [`TopicCore::opts`].
+    opts: RwLock<EngineOptions>,
     pub(crate) state: Mutex<TopicState>,
     /// Every channel's ack floor (lowest sequence it has not finished), for deciding
     /// what memory can drop and what must spill.
@@ -180,7 +185,8 @@ impl TopicCore {
 
     /// Does this topic keep finished messages (retention)?
     pub(crate) fn retains(&self) -> bool {
-        !self.ephemeral && (!self.opts.retention_time.is_zero() || self.opts.retention_bytes > 0)
+        let o = self.opts();
+        !self.ephemeral && (!o.retention_time.is_zero() || o.retention_bytes > 0)
     }
 
     /// The floor below which spilling may skip records (finished by every channel), or
@@ -227,6 +233,11 @@ impl TopicCore {
             }
         };
         Ok(seq.clamp(earliest, st.next_seq))
+    }
+
+    /// The options in force for this topic now.
+    pub(crate) fn opts(&self) -> EngineOptions {
+        *self.opts.read()
     }
 
     fn note_front(&self, st: &TopicState) {
@@ -449,7 +460,7 @@ impl TopicCore {
     /// and publishers need far more.
     pub(crate) fn note_dirty(&self) {
         let n = self.dirty_cursors.fetch_add(1, Ordering::AcqRel) + 1;
-        if n == self.opts.sync_every.max(1) {
+        if n == self.opts().sync_every.max(1) {
             self.signal.wake();
         }
     }
@@ -479,6 +490,9 @@ pub struct Topic {
     next_channel_id: Mutex<u32>,
     meta: Option<Arc<Meta>>,
     pub(crate) recovery: RecoveryReport,
+    /// The node-wide options, and this topic's overrides of them.
+    node_opts: EngineOptions,
+    config: Mutex<TopicConfig>,
 }
 
 /// Keep the longest prefix whose bodies fit in `max_bytes` (at least one message).
@@ -514,6 +528,11 @@ impl Topic {
     ) -> Result<Topic> {
         let ephemeral = meta.is_none();
         let dir = data_dir.join("topics").join(topic_dir_name(name));
+        let config = if ephemeral {
+            TopicConfig::default()
+        } else {
+            read_topic_config(&dir)
+        };
         let (log, recovery) = if ephemeral {
             (None, RecoveryReport::default())
         } else {
@@ -541,7 +560,7 @@ impl Topic {
             name: name.to_string(),
             ephemeral,
             dir,
-            opts,
+            opts: RwLock::new(config.apply(&opts)),
             state: Mutex::new(TopicState {
                 next_seq,
                 mem: VecDeque::new(),
@@ -568,6 +587,8 @@ impl Topic {
             next_channel_id: Mutex::new(tm.next_channel_id.max(1)),
             meta,
             recovery,
+            node_opts: opts,
+            config: Mutex::new(config),
         };
         for (cname, cm) in stored_channels {
             let ch = Channel::restore(&topic.core, &cname, cm);
@@ -625,7 +646,7 @@ impl Topic {
         }
         let ts = now_ns();
         let min_floor = self.core.spill_floor();
-        let mem_limit = self.core.opts.mem_queue_size;
+        let mem_limit = self.core.opts().mem_queue_size;
         let mut immediate = on_durable;
         let (first, count, wake) = {
             let mut st = self.core.state.lock();
@@ -668,7 +689,7 @@ impl Topic {
                 self.core.clear_fault();
             }
             self.core.note_front(&st);
-            let mut wake = st.unsynced >= self.core.opts.sync_every;
+            let mut wake = st.unsynced >= self.core.opts().sync_every;
             if ours_on_disk {
                 if let Some(cb) = immediate.take() {
                     st.waiters.push(cb);
@@ -691,7 +712,7 @@ impl Topic {
 
     /// `--max-bytes-per-topic`: refuse a publish while the log holds that much.
     fn check_bound(&self, st: &TopicState) -> Result<()> {
-        let limit = self.core.opts.max_bytes_per_topic;
+        let limit = self.core.opts().max_bytes_per_topic;
         if limit == 0 || self.core.ephemeral {
             return Ok(());
         }
@@ -769,6 +790,34 @@ impl Topic {
             }
         }
         Ok(Some(seq))
+    }
+
+    /// This topic's overrides of the node-wide options.
+    pub fn config(&self) -> TopicConfig {
+        *self.config.lock()
+    }
+
+    /// The options in force for this topic (node-wide flags with its overrides).
+    pub fn effective_options(&self) -> EngineOptions {
+        self.core.opts()
+    }
+
+    /// Replace this topic's overrides: persisted (a JSON file beside its segments) before
+    /// they apply, and applied at once. Blocks on disk.
+    pub fn set_config(&self, config: TopicConfig) -> Result<()> {
+        if self.core.ephemeral {
+            return Err(Error::InvalidName(format!(
+                "{}: ephemeral topics have no stored settings",
+                self.core.name
+            )));
+        }
+        write_topic_config(&self.core.io, &self.core.dir, &config)?;
+        *self.config.lock() = config;
+        *self.core.opts.write() = config.apply(&self.node_opts);
+        // A smaller memory bound applies with the next publish; wake the sync thread for
+        // a shorter sync policy.
+        self.core.signal.wake();
+        Ok(())
     }
 
     pub fn get_channel(&self, name: &str) -> Option<Arc<Channel>> {

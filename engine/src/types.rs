@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::error::Result;
 use crate::record::RecordHeader;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineOptions {
     pub mem_queue_size: usize,
     pub max_bytes_per_file: u64,
@@ -118,4 +118,46 @@ pub enum RewindTo {
     Time(i64),
     /// This sequence (clamped to what is stored).
     Seq(u64),
+}
+
+/// A topic's own settings, overriding the node-wide flags where set (`/topic/config`;
+/// beyond NSQ). Stored as JSON beside the topic's segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicConfig {
+    pub mem_queue_size: Option<u64>,
+    pub sync_every: Option<u64>,
+    /// Milliseconds.
+    pub sync_timeout: Option<u64>,
+    /// Milliseconds.
+    pub retention_time: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    /// The bound of `--max-bytes-per-topic` for this topic.
+    pub max_bytes: Option<u64>,
+}
+
+impl TopicConfig {
+    /// The node-wide options with this topic's overrides applied.
+    pub fn apply(&self, node: &EngineOptions) -> EngineOptions {
+        let mut o = *node;
+        if let Some(v) = self.mem_queue_size {
+            o.mem_queue_size = v as usize;
+        }
+        if let Some(v) = self.sync_every {
+            o.sync_every = v.max(1);
+        }
+        if let Some(v) = self.sync_timeout {
+            o.sync_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = self.retention_time {
+            o.retention_time = Duration::from_millis(v);
+        }
+        if let Some(v) = self.retention_bytes {
+            o.retention_bytes = v;
+        }
+        if let Some(v) = self.max_bytes {
+            o.max_bytes_per_topic = v;
+        }
+        o
+    }
 }

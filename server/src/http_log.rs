@@ -7,6 +7,11 @@
 //!   deliver, without delivering, finishing or counting them.
 //! - `GET /topic/peek?topic=T&n=10` the newest messages of a topic.
 //!
+//! - `GET /topic/config?topic=T` a topic's own settings and the ones in force;
+//!   `PUT /topic/config?topic=T` with a JSON body (`mem_queue_size`, `sync_every`,
+//!   `sync_timeout` and `retention_time` in ms, `retention_bytes`, `max_bytes`; `null` or
+//!   absent = the node-wide flag) replaces them, persisted and applied at once.
+//!
 //! Peek answers `{"messages": [{"id", "timestamp", "attempts", "body"}]}` with the body in
 //! standard base64 (binary-safe). `n` is at most [`MAX_PEEK`] and the bodies of one answer
 //! at most [`MAX_PEEK_BYTES`] (at least one message is returned).
@@ -32,6 +37,7 @@ pub fn routes() -> Router<Shared> {
         .route("/channel/rewind", post(rewind))
         .route("/channel/peek", get(channel_peek))
         .route("/topic/peek", get(topic_peek))
+        .route("/topic/config", get(topic_config_get).put(topic_config_put))
 }
 
 struct Failure(StatusCode, &'static str);
@@ -226,6 +232,65 @@ async fn topic_peek(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Respon
         Ok(json(messages_json(key, &msgs)))
     })();
     result.unwrap_or_else(|e: Failure| e.into_response())
+}
+
+fn config_json(topic: &crate::topic::Topic) -> serde_json::Value {
+    let e = topic.inner.effective_options();
+    serde_json::json!({
+        "topic": topic.name,
+        "config": topic.inner.config(),
+        "effective": {
+            "mem_queue_size": e.mem_queue_size,
+            "sync_every": e.sync_every,
+            "sync_timeout": e.sync_timeout.as_millis() as u64,
+            "retention_time": e.retention_time.as_millis() as u64,
+            "retention_bytes": e.retention_bytes,
+            "max_bytes": e.max_bytes_per_topic,
+        },
+    })
+}
+
+async fn topic_config_get(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let result = (|| {
+        let p = params(q)?;
+        let (topic, _) = topic_and_channel(&nsqd, &p, false)?;
+        Ok(json(config_json(&topic)))
+    })();
+    result.unwrap_or_else(|e: Failure| e.into_response())
+}
+
+async fn topic_config_put(
+    State(nsqd): State<Shared>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = async {
+        let p = params(q)?;
+        let (topic, _) = topic_and_channel(&nsqd, &p, false)?;
+        let cfg: engine::TopicConfig = serde_json::from_slice(&body)
+            .map_err(|_| Failure(StatusCode::BAD_REQUEST, "INVALID_BODY"))?;
+        if cfg.sync_every == Some(0) {
+            return Err(Failure(StatusCode::BAD_REQUEST, "INVALID_SYNC_EVERY"));
+        }
+        if cfg.sync_timeout == Some(0) {
+            return Err(Failure(StatusCode::BAD_REQUEST, "INVALID_SYNC_TIMEOUT"));
+        }
+        if topic.is_ephemeral() {
+            return Err(Failure(StatusCode::BAD_REQUEST, "EPHEMERAL_TOPIC"));
+        }
+        let inner = topic.inner.clone();
+        tokio::task::spawn_blocking(move || inner.set_config(cfg))
+            .await
+            .map_err(|_| Failure(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?
+            .map_err(|e| {
+                tracing::error!(topic = %topic.name, error = %e, "saving topic settings failed");
+                Failure(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            })?;
+        tracing::info!(topic = %topic.name, config = ?cfg, "topic settings changed");
+        Ok(json(config_json(&topic)))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 #[cfg(test)]

@@ -153,3 +153,62 @@ fn peek_rewind_and_earliest_channels_survive_a_restart() {
     assert_eq!(depth(&nsqd, "history"), 0);
     std::thread::sleep(Duration::from_millis(10));
 }
+
+fn http_put(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let url = format!("http://{addr}{path}");
+    let r = reqwest::blocking::Client::new()
+        .put(url)
+        .body(body.to_vec())
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn topic_settings_apply_at_once_and_survive_a_restart() {
+    let nsqd = Nsqd::start(&["--mem-queue-size=10000"]).unwrap();
+    http_post(nsqd.http, "/topic/create?topic=t", b"").unwrap();
+    let v = http_json(nsqd.http, "/topic/config?topic=t").unwrap();
+    assert_eq!(v["effective"]["mem_queue_size"], 10000);
+    assert_eq!(v["config"]["mem_queue_size"], serde_json::Value::Null);
+    let (status, v) = http_put(
+        nsqd.http,
+        "/topic/config?topic=t",
+        br#"{"mem_queue_size": 0, "max_bytes": 1048576}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["effective"]["mem_queue_size"], 0);
+    publish(&nsqd, 0, 10);
+    let s = nsqd.stats().unwrap();
+    assert!(
+        s["topics"][0]["disk_bytes"].as_u64().unwrap() > 0,
+        "applied at once: on disk"
+    );
+    // Bad values get NSQ-style 400 answers and change nothing.
+    assert_eq!(
+        http_put(nsqd.http, "/topic/config?topic=t", b"{\"sync_every\": 0}").0,
+        400
+    );
+    assert_eq!(
+        http_put(nsqd.http, "/topic/config?topic=t", b"{\"colour\": 1}").0,
+        400
+    );
+    assert_eq!(
+        http_put(nsqd.http, "/topic/config?topic=t", b"not json").0,
+        400
+    );
+    assert_eq!(
+        http_put(nsqd.http, "/topic/config?topic=nope", b"{}").0,
+        404
+    );
+    let nsqd = nsqd.restart().unwrap();
+    let v = http_json(nsqd.http, "/topic/config?topic=t").unwrap();
+    assert_eq!(v["config"]["mem_queue_size"], 0, "persisted");
+    assert_eq!(v["effective"]["max_bytes"], 1048576);
+    assert_eq!(
+        nsqd.stats().unwrap()["topics"][0]["depth"],
+        10,
+        "the messages are kept"
+    );
+}
