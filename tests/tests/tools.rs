@@ -221,3 +221,47 @@ fn nsq_bench_writer_then_reader_count_the_same_messages() {
     let stats = nsqd.stats().unwrap();
     assert_eq!(stats["topics"][0]["channels"][0]["depth"], 0, "{stats}");
 }
+
+/// `nsq_inspect cursors`: each channel's position and lag in messages and time, read from
+/// the data directory while nsqd runs.
+#[test]
+fn nsq_inspect_cursors_shows_each_channels_lag() {
+    let nsqd = Nsqd::start(&["--mem-queue-size=0", "--sync-every=1"]).unwrap();
+    http_post(nsqd.http, "/topic/create?topic=t", b"").unwrap();
+    http_post(nsqd.http, "/channel/create?topic=t&channel=fast", b"").unwrap();
+    http_post(nsqd.http, "/channel/create?topic=t&channel=slow", b"").unwrap();
+    let bodies: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    http_post(nsqd.http, "/mpub?topic=t", bodies.join("\n").as_bytes()).unwrap();
+    let mut c = RawConn::connect(nsqd.tcp).unwrap();
+    c.cmd("SUB t fast", None).unwrap();
+    c.expect_response("OK").unwrap();
+    c.cmd("RDY 50", None).unwrap();
+    for _ in 0..50 {
+        let m = c.read_message().unwrap();
+        c.cmd(&format!("FIN {}", m.id), None).unwrap();
+    }
+    let line = |text: &str, ch: &str| -> String {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{ch} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Cursors reach the snapshot files with the next sync round.
+    let mut text = String::new();
+    let ok = nsq_blackbox_tests::wait_until(Duration::from_secs(10), || {
+        text = String::from_utf8_lossy(&inspect(&nsqd.data, &["cursors", "--topic=t"]).stdout)
+            .to_string();
+        line(&text, "fast").contains("lag_messages=0 ")
+    });
+    assert!(ok, "{text}");
+    let slow = line(&text, "slow");
+    assert!(
+        slow.contains("read=0") && slow.contains("lag_messages=50"),
+        "{text}"
+    );
+    assert!(
+        !slow.contains("lag_time=-"),
+        "the slow channel lags in time too: {text}"
+    );
+    assert!(line(&text, "fast").contains("lag_time=-"), "{text}");
+}

@@ -35,6 +35,12 @@ struct Args {
 enum Cmd {
     /// list topics with their channels, cursor positions and depth
     Topics,
+    /// every channel's position and how far behind it is: messages, bytes (~ whole
+    /// segments) and time (age of its oldest unfinished message)
+    Cursors {
+        #[arg(long)]
+        topic: Option<String>,
+    },
     /// list a topic's segment files
     Segments {
         #[arg(long)]
@@ -112,6 +118,55 @@ fn run() -> Result<i32> {
                         c.ack_floor,
                         c.unacked_count(),
                         end.saturating_sub(c.read) + c.unacked_count(),
+                        if c.paused { " paused" } else { "" }
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Cursors { topic } => {
+            let topics = match topic {
+                Some(t) => vec![dir.topic(&t)?],
+                None => dir.topics()?,
+            };
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            for t in topics {
+                let segs = dir.segments(&t, |_| {})?;
+                let end = segs
+                    .iter()
+                    .filter_map(|s| s.last_seq)
+                    .max()
+                    .map_or(0, |l| l + 1);
+                println!("{}  next_seq={end}", t.name);
+                for c in dir.cursors(&t)? {
+                    let lag_msgs = end.saturating_sub(c.read) + c.unacked_count();
+                    let lag_bytes: u64 = segs
+                        .iter()
+                        .filter(|s| s.last_seq.is_some_and(|l| l >= c.ack_floor))
+                        .map(|s| s.used_bytes)
+                        .sum();
+                    let mut oldest = None;
+                    dir.records(&t, c.ack_floor, u64::MAX, |r| {
+                        oldest = Some(r.header.timestamp_ns);
+                        false
+                    })?;
+                    let age = match oldest {
+                        Some(ts) if lag_msgs > 0 => {
+                            format!("{:.1}s", (now_ns - ts).max(0) as f64 / 1e9)
+                        }
+                        _ => "-".into(),
+                    };
+                    println!(
+                        "    {}  read={} ack_floor={} unfinished={} lag_messages={} lag_bytes~={} lag_time={}{}",
+                        c.channel,
+                        c.read,
+                        c.ack_floor,
+                        c.unacked_count(),
+                        lag_msgs,
+                        lag_bytes,
+                        age,
                         if c.paused { " paused" } else { "" }
                     );
                 }
