@@ -3,6 +3,8 @@
 //! in-memory history instead of Graphite, Prometheus `/metrics`, `--admin-user` access
 //! control for the action buttons, and optional HTTP basic auth.
 
+#![forbid(unsafe_code)]
+
 pub mod clusterinfo;
 pub mod history;
 pub mod http;

@@ -31,6 +31,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod conn;
 mod consumer;

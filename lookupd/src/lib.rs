@@ -2,6 +2,8 @@
 //! is produced. TCP (protocol V1) for nsqd, HTTP for consumers and tools, with NSQ's
 //! paths, flags and JSON shapes.
 
+#![forbid(unsafe_code)]
+
 pub mod db;
 pub mod logging;
 pub mod metrics;

@@ -3,6 +3,8 @@
 //! No IO here: every function works on byte buffers, so all of it can be unit- and
 //! fuzz-tested.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod compression;
 pub mod identify;

@@ -10,6 +10,8 @@
 //! - [`lookup`]: registration with nsqlookupd
 //! - [`server`]: listeners, timers, signals, shutdown
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod channel;
 pub mod client;

@@ -234,6 +234,7 @@ impl Drop for Daemon {
     }
 }
 
+#[allow(unsafe_code)]
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) with a PID we spawned; no memory is shared.
     unsafe {

@@ -1,6 +1,8 @@
 //! Pieces shared by the command-line tools: NSQ's consumer flags, `--consumer-opt` /
 //! `--producer-opt` pass-through, logging, and signal handling.
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
