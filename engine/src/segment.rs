@@ -147,7 +147,16 @@ impl SegmentWriter {
         let ahead = (self.pos / 4).clamp(RESERVE_MIN, RESERVE_MAX);
         let target = (end + ahead).min(self.capacity).max(end);
         let from = self.reserved.max(self.pos);
-        match self.io.allocate(&self.file, from, target - from) {
+        let mut result = self.io.allocate(&self.file, from, target - from);
+        if target > end && result.as_ref().is_err_and(crate::fs::is_no_space) {
+            // No room for the step ahead: the records themselves may still fit.
+            result = self.io.allocate(&self.file, from, end - from);
+            if result.is_ok() {
+                self.reserved = end;
+                return Ok(());
+            }
+        }
+        match result {
             Ok(true) => {
                 self.reserved = target;
                 Ok(())
@@ -162,10 +171,13 @@ impl SegmentWriter {
 
     /// Reserve a step ahead now (used to notice that a full disk has room again).
     pub(crate) fn probe_space(&mut self) -> Result<()> {
+        // Room for a typical batch, not merely a page: a fault cleared too early would
+        // only come back with the next publish.
+        const PROBE: u64 = 256 * 1024;
         let from = self.reserved.max(self.pos);
-        match self.io.allocate(&self.file, from, RESERVE_MIN) {
+        match self.io.allocate(&self.file, from, PROBE) {
             Ok(true) => {
-                self.reserved = from + RESERVE_MIN;
+                self.reserved = from + PROBE;
                 Ok(())
             }
             Ok(false) => {
@@ -240,11 +252,16 @@ mod tests {
         plan.fail_nth(Op::Write, 1, Fault::ShortWrite);
         assert!(w.append(b"second record").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        // No room for the step ahead, but for the record itself: it is written.
         plan.fail_nth(Op::Allocate, 1, Fault::NoSpace);
         w.reserved = w.pos; // force a reservation on the next append
-        assert!(w.append(b"third").is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"first");
         w.append(b"-ok").unwrap();
+        // No room at all: refused, nothing written.
+        plan.fail_always(Op::Allocate, Fault::NoSpace);
+        w.reserved = w.pos;
+        assert!(w.append(b"third").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first-ok");
+        plan.heal();
         assert_eq!(std::fs::read(&path).unwrap(), b"first-ok");
     }
 

@@ -182,9 +182,6 @@ pub(crate) fn gc_round(inner: &Inner) {
         if t.is_ephemeral() {
             continue;
         }
-        if t.core.fault().is_some() {
-            t.core.probe();
-        }
         match t.relocate_stragglers(RELOCATE_MAX) {
             Ok(0) => {}
             Ok(n) => {
@@ -226,6 +223,10 @@ pub(crate) fn gc_round(inner: &Inner) {
                 }
                 Err(e) => tracing::warn!(topic = %t.name(), error = %e, "segment GC failed"),
             }
+        }
+        // After GC, which may just have freed the space a full disk needed.
+        if t.core.fault().is_some() {
+            t.core.probe();
         }
     }
 }

@@ -198,15 +198,19 @@ impl Channel {
         let now = Instant::now();
         let deadline = now + client.msg_timeout();
         let start = out.len();
-        let mut st = self.state.lock();
-        while out.len() - start < max {
-            if let Some(m) = st.requeued.pop_front() {
-                out.push(m);
-                continue;
+        {
+            let mut st = self.state.lock();
+            while out.len() - start < max {
+                match st.requeued.pop_front() {
+                    Some(m) => out.push(m),
+                    None => break,
+                }
             }
-            if topic_paused {
-                break;
-            }
+        }
+        // The cursor read runs without the delivery-state lock: it may go to disk, and FINs
+        // of other clients of this channel must not wait behind it.
+        let mut deferred = Vec::new();
+        while !topic_paused && out.len() - start < max {
             let want = max - (out.len() - start);
             let before = out.len();
             self.cursor.next_batch(want, out)?;
@@ -224,7 +228,7 @@ impl Channel {
                 if out[i].deliver_at_ms > now_ms {
                     let m = out.swap_remove(i);
                     let wait = Duration::from_millis(m.deliver_at_ms - now_ms);
-                    st.deferred.push(Reverse(Deferred {
+                    deferred.push(Reverse(Deferred {
                         at: now + wait,
                         msg: m,
                     }));
@@ -233,6 +237,8 @@ impl Channel {
                 }
             }
         }
+        let mut st = self.state.lock();
+        st.deferred.extend(deferred);
         for m in &mut out[start..] {
             m.attempts = m.attempts.saturating_add(1);
             st.timeouts.push(Reverse((deadline, m.id)));

@@ -794,10 +794,10 @@ impl Conn {
         if room == 0 {
             return Ok(false);
         }
-        // Bound one batch by count and by bytes (about the output buffer, at least 64 KiB),
+        // Bound one batch by count and by bytes (the output buffer, at least 256 KiB),
         // so a big RDY does not build a huge buffer in one go: what a connection holds
         // beyond its in-flight messages stays small even if the client never reads.
-        let budget = self.output_buffer_size.max(64 * 1024);
+        let budget = self.output_buffer_size.max(256 * 1024);
         let batch = room.min(1024).min((budget / self.avg_frame.max(1)).max(1));
         let mut msgs = std::mem::take(&mut self.scratch);
         msgs.clear();

@@ -211,7 +211,12 @@ fn full_disk_refuses_publishes_keeps_serving_and_heals() {
     for k in 0..4 {
         assert!(
             publish_one(&nsqd, &mut tcp, 10_000 + k, 10_000),
-            "publishing resumes"
+            "publishing resumes; nsqd log:\n{}\ndata: {:?}",
+            nsqd.daemon.log_text(),
+            std::fs::read_dir(data.join("topics/t_t")).map(|d| d
+                .flatten()
+                .map(|e| (e.file_name(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect::<Vec<_>>())
         );
         later.insert(10_000 + k);
     }
