@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nsq_blackbox_tests::{http_post, wait_until, Nsqd, RawConn};
-use nsqd::nsq_import::{write, NsqMessage};
+use server::nsq_import::{write, NsqMessage};
 
 fn msgs(tag: &str, n: usize, attempts: u16) -> Vec<NsqMessage> {
     (0..n)
@@ -97,8 +97,12 @@ fn an_nsq_data_directory_is_imported_once() {
     write::metadata(
         data,
         &write::topics(&[
-            ("orders", false, &[("a", false), ("b", false), ("p", true)]),
-            ("idle", true, &[("x", false)]),
+            (
+                "orders",
+                false,
+                &[("a", false), ("b", false), ("p", true)][..],
+            ),
+            ("idle", true, &[("x", false)][..]),
         ]),
     )
     .unwrap();
