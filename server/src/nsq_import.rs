@@ -561,8 +561,11 @@ pub mod write {
         std::fs::write(dir.join("nsqd.dat"), json)
     }
 
-    /// Metadata for topics given as (name, paused, [(channel, paused)]).
-    pub fn topics(list: &[(&str, bool, &[(&str, bool)])]) -> NsqMetadata {
+    /// A topic as (name, paused, [(channel, paused)]).
+    pub type TopicSpec<'a> = (&'a str, bool, &'a [(&'a str, bool)]);
+
+    /// Metadata for the given topics.
+    pub fn topics(list: &[TopicSpec]) -> NsqMetadata {
         NsqMetadata {
             version: "1.3.0".into(),
             topics: list
@@ -657,7 +660,7 @@ mod tests {
         assert_eq!(r.messages, 5);
         assert!(r.problem.is_none());
         // Everything consumed: nothing; no metadata file: nothing.
-        write::queue(dir.path(), "t", 0, &[all.clone()], (0, 7)).unwrap();
+        write::queue(dir.path(), "t", 0, std::slice::from_ref(&all), (0, 7)).unwrap();
         assert_eq!(collect(dir.path(), "t").0.len(), 0);
         assert_eq!(collect(dir.path(), "none").1.messages, 0);
     }
