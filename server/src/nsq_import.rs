@@ -65,7 +65,7 @@ impl NsqMessage {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NsqMetadata {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub topics: Vec<NsqTopicMeta>,
     #[serde(default)]
     pub version: String,
@@ -76,8 +76,17 @@ pub struct NsqTopicMeta {
     pub name: String,
     #[serde(default)]
     pub paused: bool,
-    #[serde(default)]
+    /// NSQ writes `null` for a topic without channels.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub channels: Vec<NsqChannelMeta>,
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -714,6 +723,12 @@ mod tests {
         );
         write::metadata(dir.path(), &m).unwrap();
         assert!(metadata_file(dir.path()).unwrap().ends_with("nsqd.dat"));
+        // As NSQ 1.3.0's nsqd wrote it for topics without channels.
+        let m: NsqMetadata = serde_json::from_str(
+            r#"{"topics":[{"name":"tt","paused":false,"channels":null}],"version":"1.3.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(m, write::topics(&[("tt", false, &[])]));
         assert!(is_nsq_file_name("t:c.diskqueue.000001.dat"));
         assert!(is_nsq_file_name("t.diskqueue.meta.dat"));
         assert!(!is_nsq_file_name("nsqd-4150.log"));
