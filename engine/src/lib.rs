@@ -37,8 +37,8 @@ pub use error::{Error, Result};
 pub use log::RecoveryReport;
 pub use topic::Topic;
 pub use types::{
-    ChannelStats, DurableCallback, EngineOptions, Message, NewMessage, Published, RewindTo,
-    TopicConfig, TopicStats,
+    ChannelStats, DurableCallback, EngineOptions, ImportedMessage, Message, NewMessage, Published,
+    RewindTo, TopicConfig, TopicStats,
 };
 
 use error::IoContext;
@@ -216,6 +216,20 @@ impl Engine {
             aside
         };
         std::fs::remove_dir_all(&aside).at(&aside)
+    }
+
+    /// Write every topic's memory tail to its log, fsync every log, persist every cursor
+    /// and flush the metadata now. Blocks on disk; for callers that must know everything
+    /// is durable before they go on (the NSQ import renames NSQ's files only after this).
+    pub fn sync_all(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let topics: Vec<Arc<Topic>> = self.inner.topics.lock().values().cloned().collect();
+        for t in topics {
+            t.flush_memory()?;
+        }
+        sync_round(&self.inner, true)
     }
 
     /// Flush logs and cursors, fsync, stop the sync thread. Idempotent.

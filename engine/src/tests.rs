@@ -87,6 +87,45 @@ fn multicast_and_late_channels() {
 }
 
 #[test]
+fn nsq_import_targets_one_channel_or_all_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let imported = |tag: &str, n: usize| -> Vec<crate::ImportedMessage> {
+        (0..n)
+            .map(|i| crate::ImportedMessage {
+                timestamp_ns: 1_000 + i as i64,
+                attempts: 3,
+                body: Bytes::from(format!("{tag}{i}")),
+            })
+            .collect()
+    };
+    {
+        let e = Engine::open(dir.path(), opts(2, 1 << 20, 1000)).unwrap();
+        let t = e.topic("t").unwrap();
+        t.publish(msgs(0, 2), None).unwrap(); // already there: both channels' backlog
+        t.channel("a").unwrap();
+        t.channel("b").unwrap();
+        assert_eq!(t.import(Some("a"), imported("a", 3)).unwrap(), 3);
+        assert_eq!(t.import(Some("b"), imported("b", 2)).unwrap(), 2);
+        assert_eq!(t.import(None, imported("all", 2)).unwrap(), 2);
+        assert!(t.import(Some("nope"), imported("x", 1)).is_err());
+        e.sync_all().unwrap();
+        let a = drain(&e, "t", "a");
+        assert_eq!(bodies(&a), ["m0", "m1", "a0", "a1", "a2", "all0", "all1"]);
+        assert_eq!(a[2].attempts, 3);
+        assert_eq!(a[2].timestamp_ns, 1_000);
+        // Ids are unique (each record's own).
+        let ids: BTreeSet<[u8; 16]> = a.iter().map(|m| m.id).collect();
+        assert_eq!(ids.len(), a.len());
+        e.close().unwrap();
+    }
+    // After a restart, b (created after the backlog, so it starts at the end, as in NSQ)
+    // still gets exactly its own and the shared ones.
+    let e = reopen(dir.path(), opts(2, 1 << 20, 1000));
+    assert_eq!(bodies(&drain(&e, "t", "b")), ["b0", "b1", "all0", "all1"]);
+    e.close().unwrap();
+}
+
+#[test]
 fn clean_restart_redelivers_exactly_the_unfinished() {
     for mem in [0, 10, 10000] {
         let dir = tempfile::tempdir().unwrap();

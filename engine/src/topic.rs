@@ -42,8 +42,8 @@ use crate::meta::{Meta, TopicMeta};
 use crate::record::{message_id, RecordHeader};
 use crate::sync::SyncSignal;
 use crate::types::{
-    DurableCallback, EngineOptions, Message, NewMessage, Published, RewindTo, TopicConfig,
-    TopicStats,
+    DurableCallback, EngineOptions, ImportedMessage, Message, NewMessage, Published, RewindTo,
+    TopicConfig, TopicStats,
 };
 
 struct MemRecord {
@@ -341,6 +341,18 @@ impl TopicCore {
         msgs: &[Message],
         target: u32,
     ) -> std::result::Result<Vec<u64>, (Vec<u64>, Error)> {
+        self.try_append_at_tail(msgs, target, true)
+    }
+
+    /// Append `msgs` at the tail of the log, targeted at channel `target` (0 = every
+    /// channel), keeping their timestamps, deliver times and attempts, and their ids when
+    /// `keep_ids` (else each gets the id of its own sequence).
+    fn try_append_at_tail(
+        &self,
+        msgs: &[Message],
+        target: u32,
+        keep_ids: bool,
+    ) -> std::result::Result<Vec<u64>, (Vec<u64>, Error)> {
         if msgs.is_empty() {
             return Ok(Vec::new());
         }
@@ -364,7 +376,11 @@ impl TopicCore {
                         deliver_at_ms: m.deliver_at_ms,
                         target,
                         attempts: m.attempts,
-                        id: m.id,
+                        id: if keep_ids {
+                            m.id
+                        } else {
+                            message_id(first + i as u64)
+                        },
                     },
                     &m.body[..],
                 )
@@ -773,6 +789,39 @@ impl Topic {
             ch.dirty.store(true, Ordering::Release);
         }
         Ok(ch)
+    }
+
+    /// Import messages written by another system (NSQ's diskqueue files): append them at
+    /// the tail of the log, keeping their timestamps and attempts (ids are this topic's
+    /// own), for channel `channel` only, or for every channel when `None`. The channel
+    /// must exist; its cursor is at or before the tail, so it reads them. Durable topics
+    /// only. Returns how many were stored (on error, those before it stay stored).
+    pub fn import(&self, channel: Option<&str>, msgs: Vec<ImportedMessage>) -> Result<usize> {
+        if self.core.ephemeral {
+            return Err(Error::InvalidName(self.core.name.clone()));
+        }
+        let target = match channel {
+            None => 0,
+            Some(name) => match self.get_channel(name) {
+                Some(c) => c.id,
+                None => return Err(Error::InvalidName(name.to_string())),
+            },
+        };
+        let msgs: Vec<Message> = msgs
+            .into_iter()
+            .map(|m| Message {
+                seq: 0,
+                id: [0; 16],
+                timestamp_ns: m.timestamp_ns,
+                deliver_at_ms: 0,
+                attempts: m.attempts,
+                body: m.body,
+            })
+            .collect();
+        match self.core.try_append_at_tail(&msgs, target, false) {
+            Ok(v) => Ok(v.len()),
+            Err((_, e)) => Err(e),
+        }
     }
 
     /// Move a channel's read position and persist it before returning (so a restart at any

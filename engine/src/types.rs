@@ -43,6 +43,14 @@ pub struct NewMessage {
     pub deliver_at_ms: u64,
 }
 
+/// A message imported from another system's files (see [`crate::Topic::import`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedMessage {
+    pub timestamp_ns: i64,
+    pub attempts: u16,
+    pub body: Bytes,
+}
+
 /// A message as handed to a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -24,6 +24,7 @@ pub mod logging;
 pub mod lookup;
 pub mod md5;
 pub mod metrics;
+pub mod nsq_import;
 pub mod nsqd;
 pub mod options;
 pub mod protocol_v2;

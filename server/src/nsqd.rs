@@ -78,6 +78,19 @@ impl Nsqd {
                 retention_bytes: opts.retention_bytes.max(0) as u64,
             },
         )?;
+        // NSQ's own files (a node taken over from NSQ): imported once, then moved aside.
+        match crate::nsq_import::import_if_present(&engine, &data) {
+            Ok(None) => {}
+            Ok(Some(s)) => tracing::info!(
+                topics = s.topics,
+                channels = s.channels,
+                messages = s.messages,
+                problems = s.problems.len(),
+                moved_to = %s.moved_to.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                "NSQ data directory imported"
+            ),
+            Err(e) => tracing::error!(error = %e, "NSQ data directory not imported"),
+        }
         let tls = if opts.tls_enabled() {
             Some(crate::tls::server_config(&opts).map_err(NsqdError::Config)?)
         } else {
