@@ -80,6 +80,16 @@ impl FaultPlan {
         self.state.lock().always.insert(op, fault);
     }
 
+    /// How many calls of `op` were made so far (failed ones included).
+    pub fn count(&self, op: Op) -> u64 {
+        self.state.lock().counts.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Whether every `fail_nth` fault has fired.
+    pub fn all_fired(&self) -> bool {
+        self.state.lock().nth.is_empty()
+    }
+
     pub fn heal(&self) {
         let mut s = self.state.lock();
         s.always.clear();

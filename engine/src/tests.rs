@@ -853,7 +853,7 @@ fn closing_many_topics_creates_no_segments() {
     e.close().unwrap();
 }
 
-mod retention {
+pub(super) mod retention {
     //! Retention, rewind, peek and channels that start at the oldest retained message.
 
     use super::*;
@@ -1081,3 +1081,6 @@ fn topic_settings_apply_at_once_and_persist() {
     assert_eq!(drain(&e, "t", "c").len(), 20);
     e.close().unwrap();
 }
+
+#[path = "rewind_crash_tests.rs"]
+mod rewind_crash;
