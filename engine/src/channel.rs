@@ -27,6 +27,10 @@ pub struct Channel {
     pub(crate) deleted: AtomicBool,
     /// Floor at the last memory trim (see `TopicCore::maybe_trim`).
     last_trim: AtomicU64,
+    /// Held across taking a snapshot of the cursor and writing it (sled and the snapshot
+    /// file), so two writers (the sync thread and a rewind) never interleave: the later
+    /// snapshot is always the one that stays, and they never share the temporary file.
+    pub(crate) persist_lock: Mutex<()>,
 }
 
 impl Channel {
@@ -48,6 +52,7 @@ impl Channel {
             dirty: AtomicBool::new(true),
             deleted: AtomicBool::new(false),
             last_trim: AtomicU64::new(start),
+            persist_lock: Mutex::new(()),
         }
     }
 

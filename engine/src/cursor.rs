@@ -23,6 +23,11 @@ pub(crate) struct Cursor {
     pub(crate) ahead: BTreeSet<u64>,
     /// Old sequence -> relocated copy, for FINs of messages handed out before the move.
     alias: HashMap<u64, u64>,
+    /// Unfinished when last persisted but at or past `read` (a rewind had moved the read
+    /// position back over them): they are read again from the log, and a forward rewind
+    /// that skips them replays them instead, so a restart never turns "in flight" into
+    /// "skipped".
+    unread_unfinished: BTreeSet<u64>,
 }
 
 impl Cursor {
@@ -43,6 +48,8 @@ impl Cursor {
                 if s < cm.read || c.ahead.contains(&s) {
                     c.outstanding.insert(s);
                     c.replay.push_back(s);
+                } else {
+                    c.unread_unfinished.insert(s);
                 }
             }
         }
@@ -56,7 +63,7 @@ impl Cursor {
             paused,
             read: self.read,
             ack_floor: self.floor(),
-            unacked: to_ranges(self.outstanding.iter().copied()),
+            unacked: to_ranges(self.outstanding.union(&self.unread_unfinished).copied()),
             ahead: self.ahead.iter().copied().collect(),
         }
     }
@@ -72,6 +79,7 @@ impl Cursor {
     /// A replayed sequence no longer exists (the topic was emptied): forget it.
     pub(crate) fn forget(&mut self, seq: u64) {
         self.outstanding.remove(&seq);
+        self.unread_unfinished.remove(&seq);
     }
 
     /// A relocated copy of a message handed out before it moved: the reader skips it.
@@ -86,6 +94,10 @@ impl Cursor {
         if !self.ahead.is_empty() {
             self.ahead = self.ahead.split_off(&next);
         }
+        if !self.unread_unfinished.is_empty() {
+            // Read (and handed out, hence outstanding) now, or gone from the log.
+            self.unread_unfinished = self.unread_unfinished.split_off(&next);
+        }
         self.read = self.read.max(next);
     }
 
@@ -93,6 +105,7 @@ impl Cursor {
     /// outstanding.
     pub(crate) fn finish(&mut self, seq: u64) -> bool {
         let seq = self.alias.remove(&seq).unwrap_or(seq);
+        self.unread_unfinished.remove(&seq);
         self.outstanding.remove(&seq)
     }
 
@@ -102,19 +115,43 @@ impl Cursor {
         // A relocated copy of a message at or past `seq` is redundant now: the original
         // is read again. Drop the copy, so a FIN of that sequence finishes what is read
         // again and nothing is left outstanding that will never be handed out.
-        let moved: Vec<(u64, u64)> = self
-            .alias
-            .iter()
-            .filter(|(&old, _)| old >= seq)
-            .map(|(&o, &n)| (o, n))
+        // A copy may have been moved again: every sequence it was known by maps to the
+        // newest copy, and the lowest of them is the original.
+        let mut original: HashMap<u64, u64> = HashMap::new();
+        for (&old, &new) in &self.alias {
+            let o = original.entry(new).or_insert(old);
+            *o = (*o).min(old);
+        }
+        let moved: Vec<(u64, u64)> = original
+            .into_iter()
+            // Only when the re-read will hand out `old`: a copy the reader skips (an
+            // earlier copy whose original is forgotten after a restart) is not dropped.
+            .filter(|&(_, old)| old >= seq && !self.ahead.contains(&old))
+            .map(|(new, old)| (old, new))
             .collect();
         for (old, new) in moved {
             // The copy stays in `ahead` so the reader skips it (the original is read).
-            self.alias.remove(&old);
+            self.alias.retain(|_, n| *n != new);
             self.outstanding.remove(&new);
             self.replay.retain(|&r| r != new);
+            // Still unfinished: owed by the re-read, or by the replay list if a forward
+            // rewind skips it before then.
+            self.unread_unfinished.insert(old);
             if new >= seq {
                 self.ahead.insert(new);
+            }
+        }
+        if seq > self.read {
+            // Skipping forward over messages that were unfinished at the last restart:
+            // they are still owed, so they are handed out from the replay list.
+            let rest = self.unread_unfinished.split_off(&seq);
+            let skipped = std::mem::replace(&mut self.unread_unfinished, rest);
+            if !skipped.is_empty() {
+                self.outstanding.extend(skipped.iter().copied());
+                self.replay.extend(skipped);
+                self.sort_replay();
+                let mut last = None;
+                self.replay.retain(|&r| last.replace(r) != Some(r));
             }
         }
         self.read = seq;

@@ -10,7 +10,8 @@
 //! Locks are taken in this order, never the reverse (a lock may be skipped):
 //!
 //! 1. `Inner::topics` (the engine's registry; `lib.rs`)
-//! 2. `Topic::channels`
+//! 2. `Topic::channels`, then `Channel::persist_lock` (held while one cursor is written to
+//!    sled and its snapshot file; never while the server's delivery state is held)
 //! 3. the server's per-channel delivery state (outside this crate), then
 //!    `Channel::cursor`
 //! 4. `TopicCore::floors`
@@ -1009,7 +1010,10 @@ impl Topic {
                 continue;
             }
             if all || ch.dirty.swap(false, Ordering::AcqRel) {
-                self.persist_channel(ch)?;
+                if let Err(e) = self.persist_channel(ch) {
+                    ch.dirty.store(true, Ordering::Release); // try again next round
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -1020,6 +1024,7 @@ impl Topic {
         if ch.ephemeral {
             return Ok(());
         }
+        let _writer = ch.persist_lock.lock();
         let cm = ch.snapshot();
         m.put_channel(&self.core.name, &ch.name, &cm)?;
         write_snapshot(&self.core.io, &self.core.dir, &ch.name, &cm)
