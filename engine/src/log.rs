@@ -23,6 +23,7 @@ use crate::segment::{SegmentWriter, SyncHandle};
 
 pub const INDEX_EVERY: u64 = 64;
 const READ_CHUNK: usize = 256 * 1024;
+const MIN_READ_CHUNK: usize = 4096;
 /// One record as stored, with its body shared from the read buffer (no copy).
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
@@ -59,6 +60,8 @@ pub struct SegmentScanner<'a> {
     pub offset: u64,
     chunk: Bytes,
     chunk_start: u64,
+    /// Bytes asked of each `pread` (at least; a longer record gets what it needs).
+    chunk_size: usize,
 }
 
 impl<'a> SegmentScanner<'a> {
@@ -71,7 +74,15 @@ impl<'a> SegmentScanner<'a> {
             offset,
             chunk: Bytes::new(),
             chunk_start: 0,
+            chunk_size: READ_CHUNK,
         }
+    }
+
+    /// Read in chunks of about `bytes` (a caller that wants a few records should not pay
+    /// for reading, zeroing and copying 256 KiB).
+    pub(crate) fn with_chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = bytes.clamp(MIN_READ_CHUNK, READ_CHUNK);
+        self
     }
 
     pub(crate) fn with_io(mut self, io: &Io) -> Self {
@@ -87,7 +98,7 @@ impl<'a> SegmentScanner<'a> {
         if self.offset >= have_from && want_to <= have_to {
             return Ok(());
         }
-        let len = (need.max(READ_CHUNK) as u64).min(self.limit - self.offset) as usize;
+        let len = (need.max(self.chunk_size) as u64).min(self.limit - self.offset) as usize;
         let mut buf = BytesMut::zeroed(len);
         let mut done = 0;
         while done < len {
@@ -568,8 +579,13 @@ impl Log {
                 seg.offset_for(pos)
             };
             let next_first = self.segments.get(i + 1).map_or(u64::MAX, |n| n.first_seq);
-            let mut sc =
-                SegmentScanner::new(&seg.file, &seg.path, seg.len, offset).with_io(&self.io);
+            // About what `max - kept` average records of this segment take (filtered
+            // records are skipped cheaply; a short chunk just means another pread).
+            let avg = seg.len / seg.records.max(1);
+            let want = avg.saturating_mul(((max - kept) as u64).saturating_add(1));
+            let mut sc = SegmentScanner::new(&seg.file, &seg.path, seg.len, offset)
+                .with_io(&self.io)
+                .with_chunk_size(usize::try_from(want).unwrap_or(READ_CHUNK));
             loop {
                 match sc.next_item()? {
                     ScanItem::Record { record, .. } => {
