@@ -154,7 +154,14 @@ pub(crate) struct TopicCore {
     /// sync thread's probe; logged once per change, not once per message.
     fault: Mutex<Option<(FaultKind, String)>>,
     pub(crate) io: Io,
+    /// The lowest cursor of the topic's external readers (`external.rs`) as of the last
+    /// GC round, `NO_EXTERNAL` when it has none. While it has some, every message goes to
+    /// the log (nothing leaves memory unwritten) and the sync thread spills the memory
+    /// tail each round, so the readers see new messages promptly.
+    pub(crate) external_floor: AtomicU64,
 }
+
+pub(crate) const NO_EXTERNAL: u64 = u64::MAX;
 
 impl TopicCore {
     fn min_floor(&self) -> Option<u64> {
@@ -183,10 +190,17 @@ impl TopicCore {
         self.note_front(&st);
     }
 
-    /// Does this topic keep finished messages (retention)?
+    /// Does this topic keep finished messages (retention, or external readers that may
+    /// not have read them)?
     pub(crate) fn retains(&self) -> bool {
         let o = self.opts();
-        !self.ephemeral && (!o.retention_time.is_zero() || o.retention_bytes > 0)
+        !self.ephemeral
+            && (!o.retention_time.is_zero() || o.retention_bytes > 0 || self.has_external())
+    }
+
+    /// Does this topic have external readers (as of the last GC round)?
+    pub(crate) fn has_external(&self) -> bool {
+        self.external_floor.load(Ordering::Acquire) != NO_EXTERNAL
     }
 
     /// The floor below which spilling may skip records (finished by every channel), or
@@ -569,7 +583,15 @@ impl Topic {
             .map(|(_, c)| c.read)
             .max()
             .unwrap_or(0);
-        let next_seq = log_end.max(tm.next_seq).max(max_read);
+        // External readers never point past what was stored, except after a crash that
+        // lost a memory tail they never saw: new messages must not reuse those sequences.
+        let external = if ephemeral {
+            crate::external::ExternalCursors::default()
+        } else {
+            crate::external::scan_cursors(&dir)
+        };
+        let max_external = external.cursors.iter().map(|c| c.next).max().unwrap_or(0);
+        let next_seq = log_end.max(tm.next_seq).max(max_read).max(max_external);
         // Memory is empty at open: everything deliverable is in the log, below its end.
         let lost = log_end.max(tm.start_seq)..next_seq;
         let core = Arc::new(TopicCore {
@@ -594,6 +616,7 @@ impl Topic {
             fault: Mutex::new(None),
             front_hint: AtomicU64::new(0),
             io: io.clone(),
+            external_floor: AtomicU64::new(external.floor().unwrap_or(NO_EXTERNAL)),
         });
         core.note_front(&core.state.lock());
         let topic = Topic {
@@ -904,6 +927,10 @@ impl Topic {
         if !self.channels.read().is_empty() {
             return Ok(());
         }
+        // External readers are channels too: what they have not read stays.
+        if !self.core.ephemeral && !crate::external::scan_cursors(&self.core.dir).is_empty() {
+            return Ok(());
+        }
         let gone = {
             let mut st = self.core.state.lock();
             st.mem.clear();
@@ -967,6 +994,48 @@ impl Topic {
             .or_else(|| st.mem.front().map(|m| m.header.timestamp_ns))
             .unwrap_or(0);
         s
+    }
+
+    /// The topic's external readers (`external.rs`), read from their cursor files now,
+    /// with their depth as a channel's: messages stored at or after their cursor.
+    pub fn external_readers(&self) -> Vec<crate::external::ExternalReaderInfo> {
+        if self.core.ephemeral {
+            return Vec::new();
+        }
+        let ext = crate::external::scan_cursors(&self.core.dir);
+        let st = self.core.state.lock();
+        let mem_front = st.mem_front();
+        let earliest = self.core.earliest(&st);
+        let mut v: Vec<crate::external::ExternalReaderInfo> = ext
+            .cursors
+            .iter()
+            .map(|c| {
+                let from = c.next.max(earliest);
+                crate::external::ExternalReaderInfo {
+                    name: c.reader.clone(),
+                    next: c.next,
+                    depth: st.next_seq.saturating_sub(from) - st.lost_within(from, st.next_seq),
+                    backend_depth: mem_front.saturating_sub(from) - st.lost_within(from, mem_front),
+                    error: None,
+                }
+            })
+            .collect();
+        for (path, reason) in &ext.damaged {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(|n| n.strip_suffix(crate::external::CURSOR_SUFFIX).unwrap_or(n))
+                .unwrap_or("?")
+                .to_string();
+            v.push(crate::external::ExternalReaderInfo {
+                name,
+                next: 0,
+                depth: 0,
+                backend_depth: 0,
+                error: Some(reason.clone()),
+            });
+        }
+        v
     }
 
     /// The newest `n` messages of the topic (at most `max_bytes` of bodies), oldest first,
