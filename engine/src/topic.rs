@@ -176,7 +176,8 @@ impl TopicCore {
     pub(crate) fn trim_mem(&self) {
         let Some(min) = self.min_floor() else { return };
         let mut st = self.state.lock();
-        if self.retains() {
+        let would_drop = st.mem.front().is_some_and(|m| m.header.seq < min);
+        if self.retains() || (would_drop && self.external_now()) {
             // Finished messages are kept for replay: they leave memory for the log.
             let n = st.mem.iter().take_while(|m| m.header.seq < min).count();
             if let Err(e) = spill_front(&mut st, n, None) {
@@ -201,6 +202,41 @@ impl TopicCore {
     /// Does this topic have external readers (as of the last GC round)?
     pub(crate) fn has_external(&self) -> bool {
         self.external_floor.load(Ordering::Acquire) != NO_EXTERNAL
+    }
+
+    /// Has an external reader registered, even since the last GC round? Asked just before
+    /// finished messages would leave memory without reaching the log (so rarely): a
+    /// reader registered a moment ago must still find them in the log. Looks at the
+    /// directory when the last GC round saw none.
+    pub(crate) fn external_now(&self) -> bool {
+        if self.has_external() {
+            return true;
+        }
+        if self.ephemeral {
+            return false;
+        }
+        let found = std::fs::read_dir(crate::external::readers_dir(&self.dir)).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                !n.starts_with('.') && n.ends_with(crate::external::CURSOR_SUFFIX)
+            })
+        });
+        if found {
+            // Keep everything until the next GC round reads the real floor.
+            self.external_floor.store(0, Ordering::Release);
+        }
+        found
+    }
+
+    /// `min_floor` for a spill that is about to skip (drop) finished records from the
+    /// front of memory: `None` (drop nothing) if an external reader exists now.
+    fn drop_floor(&self, st: &TopicState, min_floor: Option<u64>) -> Option<u64> {
+        let m = min_floor?;
+        if st.mem.front().is_some_and(|r| r.header.seq < m) && self.external_now() {
+            return None;
+        }
+        Some(m)
     }
 
     /// The floor below which spilling may skip records (finished by every channel), or
@@ -373,6 +409,7 @@ impl TopicCore {
         let min_floor = self.spill_floor();
         let mut st = self.state.lock();
         let n = st.mem.len();
+        let min_floor = self.drop_floor(&st, min_floor);
         if let Err(e) = spill_front(&mut st, n, min_floor) {
             self.set_fault(&e);
             self.note_front(&st);
@@ -713,6 +750,7 @@ impl Topic {
                 st.mem.drain(..over); // ephemeral: overflow is dropped, as in NSQ
             } else if over > 0 {
                 ours_on_disk = st.mem.get(over - 1).is_some_and(|r| r.header.seq >= first);
+                let min_floor = self.core.drop_floor(&st, min_floor);
                 if let Err(e) = spill_front(&mut st, over, min_floor) {
                     self.core.set_fault(&e);
                     // Not acknowledged: take back this call's messages that did not reach
@@ -1066,6 +1104,7 @@ impl Topic {
             return Ok(());
         }
         let n = st.mem.len();
+        let min_floor = self.core.drop_floor(&st, min_floor);
         let r = spill_front(&mut st, n, min_floor).map(|_| ());
         self.core.note_front(&st);
         r
