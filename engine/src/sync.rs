@@ -214,8 +214,11 @@ pub(crate) fn gc_round(inner: &Inner) {
         // readers' cursors to unlinking: a reader registering now waits for us, and we skip
         // this round while one registers.
         let ext_lock = match crate::external::lock_topic(&t.core.dir, false, false) {
-            Ok(Some(l)) => l,
+            Ok(Some(l)) => Some(l),
             Ok(None) => continue,
+            // The lock file cannot be created (a full disk, say): a reader cannot register
+            // either, so without a readers directory GC goes on as before.
+            Err(_) if !crate::external::readers_dir(&t.core.dir).exists() => None,
             Err(e) => {
                 tracing::warn!(topic = %t.name(), error = %e, "external readers' lock: no GC this round");
                 continue;
