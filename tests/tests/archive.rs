@@ -362,6 +362,20 @@ fn archives_a_stopped_data_directory_and_resumes_with_nsqd() {
         lines_in(&out).len()
     );
     assert_eq!(lines_in(&out), all);
+    // nsq_inspect shows it beside the channels.
+    let o = Command::new(bin("nsq_inspect"))
+        .args([
+            format!("--data-path={}", data.display()),
+            "cursors".into(),
+            "--topic=off".into(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("nsq_to_file  external reader next=5010"),
+        "{text}"
+    );
     // Unregistered: gone from /stats.
     let (ok, log) = {
         let o = Command::new(bin("nsq_to_file"))

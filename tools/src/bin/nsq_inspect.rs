@@ -228,6 +228,7 @@ fn run() -> Result<i32> {
                         if c.paused { " paused" } else { "" }
                     );
                 }
+                print_external_readers(&t.path, end);
             }
             Ok(0)
         }
@@ -277,6 +278,7 @@ fn run() -> Result<i32> {
                         if c.paused { " paused" } else { "" }
                     );
                 }
+                print_external_readers(&t.path, end);
             }
             Ok(0)
         }
@@ -554,6 +556,25 @@ fn run() -> Result<i32> {
             eprintln!("exported {n} messages to {}", output.display());
             Ok(0)
         }
+    }
+}
+
+/// External readers of a topic (nsq_to_file --data-path), from their cursor files.
+fn print_external_readers(topic_dir: &std::path::Path, end: u64) {
+    let ext = engine::external::scan_cursors(topic_dir);
+    for r in &ext.cursors {
+        println!(
+            "    {}  external reader next={} lag_messages~={}",
+            r.reader,
+            r.next,
+            end.saturating_sub(r.next)
+        );
+    }
+    for (path, why) in &ext.damaged {
+        println!(
+            "    DAMAGED external reader cursor {}: {why}",
+            path.display()
+        );
     }
 }
 
