@@ -369,7 +369,7 @@ impl FileLogger {
         }))
     }
 
-    /// The current file's state at the last commit point's length, if one is open.
+    /// The current file's name (relative to the work directory), if one is open.
     pub fn name(&self) -> Option<&str> {
         self.cur.as_ref().map(|c| c.rel.as_str())
     }
