@@ -22,6 +22,8 @@ pub enum Error {
     RecordTooLarge(usize),
     #[error("engine is closed")]
     Closed,
+    #[error("external reader cursor {path}: {reason}")]
+    BadCursor { path: PathBuf, reason: String },
     #[error("topic {0} was deleted")]
     Deleted(String),
     #[error("topic {topic} holds {bytes} bytes on disk, its limit is {limit} (--max-bytes-per-topic); publish again once consumers catch up")]

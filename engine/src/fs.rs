@@ -235,6 +235,33 @@ fn fallocate_keep_size(fd: std::os::fd::RawFd, offset: u64, len: u64) -> io::Res
     }
 }
 
+/// `flock(2)` on a whole file, shared or `exclusive`. With `wait` it blocks until held;
+/// without, `Ok(false)` means another process holds it. Released when the file is closed.
+pub(crate) fn flock(file: &File, exclusive: bool, wait: bool) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    if !wait {
+        op |= libc::LOCK_NB;
+    }
+    loop {
+        // SAFETY: flock reads no memory of ours; a bad descriptor is an error, not UB.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// Is this the error of a full disk (or quota)?
 pub fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))

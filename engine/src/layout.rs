@@ -9,6 +9,8 @@
 //!     <first seq, 20 digits>.idx           sealed-segment summaries (seal.rs)
 //!     channels/c_<channel>.json            cursor snapshots (written after sled)
 //!     config.json                          the topic's own settings (`TopicConfig`)
+//!     readers/<name>.cursor                an external reader's position (external.rs)
+//!     readers.lock                         flock: reader registration vs GC (external.rs)
 //! <data-path>/topics/.deleted-<pid>-<n>/   a topic being deleted
 //! ```
 

@@ -10,6 +10,7 @@
 mod channel;
 mod cursor;
 mod error;
+pub mod external;
 #[allow(unsafe_code)]
 mod fs;
 mod layout;

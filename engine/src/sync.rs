@@ -102,6 +102,13 @@ pub(crate) fn sync_round(inner: &Inner, all: bool) -> Result<()> {
             continue;
         }
         let opts = t.core.opts();
+        // External readers only see what is in the log: put the memory tail there each
+        // round (visible to them at once; fsynced by the usual policy).
+        if t.core.has_external() {
+            if let Err(e) = t.flush_memory() {
+                tracing::warn!(topic = %t.name(), error = %e, "writing the memory tail for external readers");
+            }
+        }
         let (work, waiters) = {
             let mut st = t.core.state.lock();
             let pending = t.core.pending_changes(&st);
@@ -203,7 +210,30 @@ pub(crate) fn gc_round(inner: &Inner) {
                 continue;
             }
         }
-        let floor = t.gc_floor();
+        // The registration lock (see external.rs), held from reading the external
+        // readers' cursors to unlinking: a reader registering now waits for us, and we skip
+        // this round while one registers.
+        let ext_lock = match crate::external::lock_topic(&t.core.dir, false, false) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => continue,
+            // The lock file cannot be created (a full disk, say): a reader cannot register
+            // either, so without a readers directory GC goes on as before.
+            Err(_) if !crate::external::readers_dir(&t.core.dir).exists() => None,
+            Err(e) => {
+                tracing::warn!(topic = %t.name(), error = %e, "external readers' lock: no GC this round");
+                continue;
+            }
+        };
+        let ext = crate::external::scan_cursors(&t.core.dir);
+        for (path, reason) in &ext.damaged {
+            tracing::warn!(topic = %t.name(), file = %path.display(), reason = %reason, "damaged external reader cursor: keeping every segment of this topic");
+        }
+        let ext_floor = ext.floor();
+        t.core.external_floor.store(
+            ext_floor.unwrap_or(crate::topic::NO_EXTERNAL),
+            Ordering::Release,
+        );
+        let floor = t.gc_floor().min(ext_floor.unwrap_or(u64::MAX));
         // Detach under the lock, unlink without it.
         let opts = t.core.opts();
         let now = crate::topic::now_ns();
@@ -224,6 +254,7 @@ pub(crate) fn gc_round(inner: &Inner) {
                 Err(e) => tracing::warn!(topic = %t.name(), error = %e, "segment GC failed"),
             }
         }
+        drop(ext_lock);
         // After GC, which may just have freed the space a full disk needed.
         if t.core.fault().is_some() {
             t.core.probe();

@@ -155,7 +155,14 @@ pub(crate) struct TopicCore {
     /// sync thread's probe; logged once per change, not once per message.
     fault: Mutex<Option<(FaultKind, String)>>,
     pub(crate) io: Io,
+    /// The lowest cursor of the topic's external readers (`external.rs`) as of the last
+    /// GC round, `NO_EXTERNAL` when it has none. While it has some, every message goes to
+    /// the log (nothing leaves memory unwritten) and the sync thread spills the memory
+    /// tail each round, so the readers see new messages promptly.
+    pub(crate) external_floor: AtomicU64,
 }
+
+pub(crate) const NO_EXTERNAL: u64 = u64::MAX;
 
 impl TopicCore {
     fn min_floor(&self) -> Option<u64> {
@@ -170,7 +177,8 @@ impl TopicCore {
     pub(crate) fn trim_mem(&self) {
         let Some(min) = self.min_floor() else { return };
         let mut st = self.state.lock();
-        if self.retains() {
+        let would_drop = st.mem.front().is_some_and(|m| m.header.seq < min);
+        if self.retains() || (would_drop && self.external_now()) {
             // Finished messages are kept for replay: they leave memory for the log.
             let n = st.mem.iter().take_while(|m| m.header.seq < min).count();
             if let Err(e) = spill_front(&mut st, n, None) {
@@ -184,10 +192,52 @@ impl TopicCore {
         self.note_front(&st);
     }
 
-    /// Does this topic keep finished messages (retention)?
+    /// Does this topic keep finished messages (retention, or external readers that may
+    /// not have read them)?
     pub(crate) fn retains(&self) -> bool {
         let o = self.opts();
-        !self.ephemeral && (!o.retention_time.is_zero() || o.retention_bytes > 0)
+        !self.ephemeral
+            && (!o.retention_time.is_zero() || o.retention_bytes > 0 || self.has_external())
+    }
+
+    /// Does this topic have external readers (as of the last GC round)?
+    pub(crate) fn has_external(&self) -> bool {
+        self.external_floor.load(Ordering::Acquire) != NO_EXTERNAL
+    }
+
+    /// Has an external reader registered, even since the last GC round? Asked just before
+    /// finished messages would leave memory without reaching the log (so rarely): a
+    /// reader registered a moment ago must still find them in the log. Looks at the
+    /// directory when the last GC round saw none.
+    pub(crate) fn external_now(&self) -> bool {
+        if self.has_external() {
+            return true;
+        }
+        if self.ephemeral {
+            return false;
+        }
+        let found = std::fs::read_dir(crate::external::readers_dir(&self.dir)).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                !n.starts_with('.') && n.ends_with(crate::external::CURSOR_SUFFIX)
+            })
+        });
+        if found {
+            // Keep everything until the next GC round reads the real floor.
+            self.external_floor.store(0, Ordering::Release);
+        }
+        found
+    }
+
+    /// `min_floor` for a spill that is about to skip (drop) finished records from the
+    /// front of memory: `None` (drop nothing) if an external reader exists now.
+    fn drop_floor(&self, st: &TopicState, min_floor: Option<u64>) -> Option<u64> {
+        let m = min_floor?;
+        if st.mem.front().is_some_and(|r| r.header.seq < m) && self.external_now() {
+            return None;
+        }
+        Some(m)
     }
 
     /// The floor below which spilling may skip records (finished by every channel), or
@@ -360,6 +410,7 @@ impl TopicCore {
         let min_floor = self.spill_floor();
         let mut st = self.state.lock();
         let n = st.mem.len();
+        let min_floor = self.drop_floor(&st, min_floor);
         if let Err(e) = spill_front(&mut st, n, min_floor) {
             self.set_fault(&e);
             self.note_front(&st);
@@ -570,7 +621,15 @@ impl Topic {
             .map(|(_, c)| c.read)
             .max()
             .unwrap_or(0);
-        let next_seq = log_end.max(tm.next_seq).max(max_read);
+        // External readers never point past what was stored, except after a crash that
+        // lost a memory tail they never saw: new messages must not reuse those sequences.
+        let external = if ephemeral {
+            crate::external::ExternalCursors::default()
+        } else {
+            crate::external::scan_cursors(&dir)
+        };
+        let max_external = external.cursors.iter().map(|c| c.next).max().unwrap_or(0);
+        let next_seq = log_end.max(tm.next_seq).max(max_read).max(max_external);
         // Memory is empty at open: everything deliverable is in the log, below its end.
         let lost = log_end.max(tm.start_seq)..next_seq;
         let core = Arc::new(TopicCore {
@@ -595,6 +654,7 @@ impl Topic {
             fault: Mutex::new(None),
             front_hint: AtomicU64::new(0),
             io: io.clone(),
+            external_floor: AtomicU64::new(external.floor().unwrap_or(NO_EXTERNAL)),
         });
         core.note_front(&core.state.lock());
         let topic = Topic {
@@ -691,6 +751,7 @@ impl Topic {
                 st.mem.drain(..over); // ephemeral: overflow is dropped, as in NSQ
             } else if over > 0 {
                 ours_on_disk = st.mem.get(over - 1).is_some_and(|r| r.header.seq >= first);
+                let min_floor = self.core.drop_floor(&st, min_floor);
                 if let Err(e) = spill_front(&mut st, over, min_floor) {
                     self.core.set_fault(&e);
                     // Not acknowledged: take back this call's messages that did not reach
@@ -905,6 +966,10 @@ impl Topic {
         if !self.channels.read().is_empty() {
             return Ok(());
         }
+        // External readers are channels too: what they have not read stays.
+        if !self.core.ephemeral && !crate::external::scan_cursors(&self.core.dir).is_empty() {
+            return Ok(());
+        }
         let gone = {
             let mut st = self.core.state.lock();
             st.mem.clear();
@@ -970,6 +1035,48 @@ impl Topic {
         s
     }
 
+    /// The topic's external readers (`external.rs`), read from their cursor files now,
+    /// with their depth as a channel's: messages stored at or after their cursor.
+    pub fn external_readers(&self) -> Vec<crate::external::ExternalReaderInfo> {
+        if self.core.ephemeral {
+            return Vec::new();
+        }
+        let ext = crate::external::scan_cursors(&self.core.dir);
+        let st = self.core.state.lock();
+        let mem_front = st.mem_front();
+        let earliest = self.core.earliest(&st);
+        let mut v: Vec<crate::external::ExternalReaderInfo> = ext
+            .cursors
+            .iter()
+            .map(|c| {
+                let from = c.next.max(earliest);
+                crate::external::ExternalReaderInfo {
+                    name: c.reader.clone(),
+                    next: c.next,
+                    depth: st.next_seq.saturating_sub(from) - st.lost_within(from, st.next_seq),
+                    backend_depth: mem_front.saturating_sub(from) - st.lost_within(from, mem_front),
+                    error: None,
+                }
+            })
+            .collect();
+        for (path, reason) in &ext.damaged {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(|n| n.strip_suffix(crate::external::CURSOR_SUFFIX).unwrap_or(n))
+                .unwrap_or("?")
+                .to_string();
+            v.push(crate::external::ExternalReaderInfo {
+                name,
+                next: 0,
+                depth: 0,
+                backend_depth: 0,
+                error: Some(reason.clone()),
+            });
+        }
+        v
+    }
+
     /// The newest `n` messages of the topic (at most `max_bytes` of bodies), oldest first,
     /// without touching any channel.
     pub fn peek_newest(&self, n: usize, max_bytes: usize) -> Result<Vec<Message>> {
@@ -998,6 +1105,7 @@ impl Topic {
             return Ok(());
         }
         let n = st.mem.len();
+        let min_floor = self.core.drop_floor(&st, min_floor);
         let r = spill_front(&mut st, n, min_floor).map(|_| ());
         self.core.note_front(&st);
         r

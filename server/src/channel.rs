@@ -471,6 +471,8 @@ impl Channel {
                 0 => 0,
                 ts => (unix_ns().saturating_sub(ts).max(0) / 1_000_000) as u64,
             },
+            external: false,
+            cursor_error: None,
         }
     }
 }
@@ -493,6 +495,38 @@ pub struct ChannelStats {
     /// Beyond NSQ: age of the oldest message the channel has not finished (consumer lag in
     /// time; 0 when it has finished everything).
     pub oldest_unfinished_age_ms: u64,
+    /// Beyond NSQ: an external reader (nsq_to_file --data-path) reading the segments
+    /// directly, shown as a channel; present only on those.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    /// Beyond NSQ: why an external reader's cursor file cannot be used (only when so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor_error: Option<String>,
+}
+
+impl ChannelStats {
+    /// An external reader (engine/src/external.rs) as a channel: depth from its cursor
+    /// file, nothing in flight.
+    pub fn external(r: engine::external::ExternalReaderInfo, percentiles: &[f64]) -> Self {
+        ChannelStats {
+            channel_name: r.name,
+            depth: r.depth,
+            backend_depth: r.backend_depth,
+            in_flight_count: 0,
+            deferred_count: 0,
+            message_count: 0,
+            requeue_count: 0,
+            timeout_count: 0,
+            client_count: 0,
+            clients: Vec::new(),
+            paused: false,
+            e2e_processing_latency: crate::stats::Quantiles::new(false, Duration::ZERO)
+                .stats(percentiles),
+            oldest_unfinished_age_ms: 0,
+            external: true,
+            cursor_error: r.error,
+        }
+    }
 }
 
 pub fn unix_ms() -> u64 {

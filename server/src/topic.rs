@@ -176,6 +176,14 @@ impl Topic {
             .filter(|c| channel_filter.is_none_or(|f| f == c.name))
             .map(|c| c.stats(include_clients, percentiles))
             .collect();
+        // External readers (nsq_to_file --data-path) as channels (beyond NSQ).
+        channels.extend(
+            self.inner
+                .external_readers()
+                .into_iter()
+                .filter(|r| channel_filter.is_none_or(|f| f == r.name))
+                .map(|r| ChannelStats::external(r, percentiles)),
+        );
         channels.sort_by(|a, b| a.channel_name.cmp(&b.channel_name));
         let ts = self.inner.stats();
         let backlog = if self.is_paused() {

@@ -6,6 +6,8 @@
 //! nsq_inspect --data-path DIR verify [--topic T]           check every CRC; exit 1 on corruption
 //! nsq_inspect --data-path DIR dump --topic T [--from N] [--to N] [--format text|json]
 //! nsq_inspect --data-path DIR export --topic T --output FILE   bodies, one per line (offline nsq_to_file)
+//! nsq_inspect --data-path DIR replay --topic T [--from X] [--to Y] [--output FILE] [--format text|json|body]
+//!     a retained range, X and Y each earliest, latest, seq:N, unix ms or RFC 3339 time
 //! ```
 
 use std::io::{BufWriter, Write};
@@ -73,6 +75,111 @@ enum Cmd {
         #[arg(long, default_value_t = u64::MAX)]
         to: u64,
     },
+    /// print or export the messages of a retained range (by time or sequence): messages
+    /// published from --from (included) to --to (excluded); copies targeted at one channel
+    /// (relocated or imported) are left out, as they are not new messages
+    Replay {
+        #[arg(long)]
+        topic: String,
+        /// earliest, latest, seq:N, unix milliseconds or an RFC 3339 time
+        #[arg(long, default_value = "earliest")]
+        from: String,
+        /// earliest, latest, seq:N, unix milliseconds or an RFC 3339 time (excluded)
+        #[arg(long, default_value = "latest")]
+        to: String,
+        /// write the bodies, one per line, to this file (complete or not at all) instead
+        /// of printing
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value = "text", value_parser = ["text", "json", "body"])]
+        format: String,
+    },
+}
+
+/// A bound of `replay`: as `/channel/rewind`'s `to=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Earliest,
+    Latest,
+    Seq(u64),
+    TimeNs(i64),
+}
+
+fn parse_bound(s: &str) -> Result<Bound> {
+    match s {
+        "earliest" => return Ok(Bound::Earliest),
+        "latest" => return Ok(Bound::Latest),
+        _ => {}
+    }
+    if let Some(n) = s.strip_prefix("seq:") {
+        return n
+            .parse()
+            .map(Bound::Seq)
+            .with_context(|| format!("bad sequence in {s:?}"));
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: i64 = s.parse().with_context(|| format!("bad time {s:?}"))?;
+        return ms
+            .checked_mul(1_000_000)
+            .map(Bound::TimeNs)
+            .with_context(|| format!("time {s:?} out of range"));
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(s).with_context(|| {
+        format!("{s:?} is not earliest, latest, seq:N, unix milliseconds or an RFC 3339 time")
+    })?;
+    t.timestamp_nanos_opt()
+        .map(Bound::TimeNs)
+        .with_context(|| format!("time {s:?} out of range"))
+}
+
+/// Is a record at `seq` published at `ts` at or after this bound?
+fn at_or_after(b: Bound, seq: u64, ts: i64) -> bool {
+    match b {
+        Bound::Earliest => true,
+        Bound::Latest => false,
+        Bound::Seq(n) => seq >= n,
+        Bound::TimeNs(t) => ts >= t,
+    }
+}
+
+fn write_record(
+    w: &mut impl Write,
+    r: &engine::log::StoredRecord,
+    format: &str,
+) -> std::io::Result<()> {
+    let h = &r.header;
+    match format {
+        "json" => {
+            let v = serde_json::json!({
+                "seq": h.seq,
+                "id": String::from_utf8_lossy(&h.id),
+                "timestamp_ns": h.timestamp_ns,
+                "deliver_at_ms": h.deliver_at_ms,
+                "attempts": h.attempts,
+                "target": h.target,
+                "body": String::from_utf8_lossy(&r.body),
+            });
+            writeln!(w, "{v}")
+        }
+        "body" => {
+            w.write_all(&r.body)?;
+            w.write_all(b"\n")
+        }
+        _ => writeln!(
+            w,
+            "{} {} ts={} attempts={}{} {}",
+            h.seq,
+            String::from_utf8_lossy(&h.id),
+            h.timestamp_ns,
+            h.attempts,
+            if h.deliver_at_ms > 0 {
+                format!(" deliver_at_ms={}", h.deliver_at_ms)
+            } else {
+                String::new()
+            },
+            String::from_utf8_lossy(&r.body)
+        ),
+    }
 }
 
 fn main() {
@@ -121,6 +228,7 @@ fn run() -> Result<i32> {
                         if c.paused { " paused" } else { "" }
                     );
                 }
+                print_external_readers(&t.path, end);
             }
             Ok(0)
         }
@@ -170,6 +278,7 @@ fn run() -> Result<i32> {
                         if c.paused { " paused" } else { "" }
                     );
                 }
+                print_external_readers(&t.path, end);
             }
             Ok(0)
         }
@@ -297,6 +406,86 @@ fn run() -> Result<i32> {
                 }
             }
         }
+        Cmd::Replay {
+            topic,
+            from,
+            to,
+            output,
+            format,
+        } => {
+            let from = parse_bound(&from).context("--from")?;
+            let to = parse_bound(&to).context("--to")?;
+            let t = dir.topic(&topic)?;
+            let start_seq = match from {
+                Bound::Seq(n) => n,
+                _ => 0,
+            };
+            let end_seq = match to {
+                Bound::Seq(n) => n,
+                _ => u64::MAX,
+            };
+            let (tmp, mut w): (Option<PathBuf>, Box<dyn Write>) = match &output {
+                Some(out) => {
+                    let mut name = out.clone().into_os_string();
+                    name.push(".partial");
+                    let tmp = PathBuf::from(name);
+                    let f = std::fs::File::create(&tmp)
+                        .with_context(|| format!("create {}", tmp.display()))?;
+                    (Some(tmp), Box::new(BufWriter::new(f)))
+                }
+                None => (None, Box::new(BufWriter::new(std::io::stdout().lock()))),
+            };
+            let format = if output.is_some() {
+                "body"
+            } else {
+                format.as_str()
+            };
+            let mut n = 0u64;
+            let mut err = None;
+            if from != Bound::Latest {
+                dir.records(&t, start_seq, end_seq, |r| {
+                    let (seq, ts) = (r.header.seq, r.header.timestamp_ns);
+                    if r.header.target != 0 || !at_or_after(from, seq, ts) {
+                        return true;
+                    }
+                    if to != Bound::Latest && at_or_after(to, seq, ts) {
+                        // In log order (as a rewind to a time): the range ends here.
+                        return false;
+                    }
+                    if let Err(e) = write_record(&mut w, r, format) {
+                        err = Some(e);
+                        return false;
+                    }
+                    n += 1;
+                    !stop.load(Ordering::Acquire)
+                })?;
+            }
+            let flushed = w.flush();
+            drop(w);
+            let failed = err.map_or(flushed.err(), Some);
+            match (tmp, output) {
+                (Some(tmp), Some(out)) => {
+                    if let Some(e) = failed {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+                    }
+                    if stop.load(Ordering::Acquire) {
+                        let _ = std::fs::remove_file(&tmp);
+                        eprintln!("nsq_inspect: interrupted; {} not written", out.display());
+                        return Ok(1);
+                    }
+                    std::fs::File::open(&tmp)?.sync_all()?;
+                    std::fs::rename(&tmp, &out)?;
+                    eprintln!("replayed {n} messages to {}", out.display());
+                    Ok(0)
+                }
+                _ => match failed {
+                    Some(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+                    Some(e) => Err(e.into()),
+                    None => Ok(0),
+                },
+            }
+        }
         Cmd::Export {
             topic,
             output,
@@ -367,6 +556,25 @@ fn run() -> Result<i32> {
             eprintln!("exported {n} messages to {}", output.display());
             Ok(0)
         }
+    }
+}
+
+/// External readers of a topic (nsq_to_file --data-path), from their cursor files.
+fn print_external_readers(topic_dir: &std::path::Path, end: u64) {
+    let ext = engine::external::scan_cursors(topic_dir);
+    for r in &ext.cursors {
+        println!(
+            "    {}  external reader next={} lag_messages~={}",
+            r.reader,
+            r.next,
+            end.saturating_sub(r.next)
+        );
+    }
+    for (path, why) in &ext.damaged {
+        println!(
+            "    DAMAGED external reader cursor {}: {why}",
+            path.display()
+        );
     }
 }
 
