@@ -160,11 +160,21 @@ pub struct ProtocolError {
 }
 
 impl ProtocolError {
-    fn fatal(code: &'static str, description: impl Into<String>) -> ProtocolError {
+    /// An error after which the server closes the connection (NSQ's `FatalClientErr`).
+    pub fn fatal(code: &'static str, description: impl Into<String>) -> ProtocolError {
         ProtocolError {
             code,
             description: description.into(),
             fatal: true,
+        }
+    }
+
+    /// An error the connection survives (NSQ's `ClientErr`, e.g. `E_FIN_FAILED`).
+    pub fn soft(code: &'static str, description: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            code,
+            description: description.into(),
+            fatal: false,
         }
     }
 

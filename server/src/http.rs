@@ -298,7 +298,7 @@ async fn do_publish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Respo
         if ms < 0 || ms as u128 > opts.max_req_timeout.as_millis() {
             return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_DEFER"));
         }
-        deliver_at = crate::channel::unix_ms() + ms as u64;
+        deliver_at = edge::clock::unix_ms() + ms as u64;
     }
     publish_to(&nsqd, &topic, vec![body], deliver_at).await?;
     Ok(ok_text("OK"))
@@ -550,7 +550,7 @@ const MEMORY_FIELDS: [&str; 9] = [
 /// /stats in NSQ's text layout (what `curl host:4151/stats` shows an operator).
 fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
     use std::fmt::Write;
-    let now = crate::channel::unix_ms() as i64 / 1000;
+    let now = edge::clock::unix_ms() as i64 / 1000;
     let mut s = String::new();
     let _ = writeln!(
         s,

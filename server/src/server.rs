@@ -176,6 +176,9 @@ async fn accept_loop(
                     let done = done.clone();
                     // Connects and disconnects at INFO, as NSQ logs them.
                     tracing::info!("TCP: new client({remote})");
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
                     tokio::spawn(async move {
                         crate::protocol_v2::serve(nsqd, stream, remote, rx).await;
                         tracing::info!("TCP: client({remote}) closed");
