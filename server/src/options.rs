@@ -19,10 +19,12 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 fn default_hostname() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_string())
+    let h = edge::hostname();
+    if h.is_empty() {
+        "localhost".to_string()
+    } else {
+        h
+    }
 }
 
 /// nsqd's command line. Field docs are the flag help.

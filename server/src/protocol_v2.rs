@@ -23,11 +23,13 @@ mod transport;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use protocol::v2::{self, Command, ProtocolError};
 use tokio::sync::watch;
+// tokio's clock, so heartbeat deadlines follow a test's paused time.
+use tokio::time::Instant;
 
 use crate::channel::Channel;
 use crate::client::Client;

@@ -82,10 +82,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             } else {
                 http_local.port()
             },
-            hostname: hostname::get()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default(),
+            hostname: edge::hostname(),
             version: NSQ_COMPAT_VERSION.to_string(),
         },
         Arc::new(NsqdRegistrations(Arc::downgrade(&nsqd))),
@@ -135,7 +132,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let statsd = (!nsqd.opts().statsd_address.is_empty())
         .then(|| tokio::spawn(crate::statsd::run(nsqd.clone(), shutdown_rx.clone())));
 
-    wait_for_signal().await;
+    edge::signal::shutdown_signal().await;
     tracing::info!("shutting down");
     nsqd.exiting
         .store(true, std::sync::atomic::Ordering::Release);
@@ -192,23 +189,6 @@ async fn accept_loop(
                 }
             },
             _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
