@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 
 pub use protocol::cli::parse_duration;
@@ -72,15 +71,7 @@ pub fn config_spec() -> protocol::cli::ConfigSpec<'static> {
 }
 
 pub(crate) fn resolve(a: &str) -> anyhow::Result<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    let a = if let Some(p) = a.strip_prefix(':') {
-        format!("0.0.0.0:{p}")
-    } else {
-        a.to_string()
-    };
-    a.to_socket_addrs()?
-        .next()
-        .context("address resolves to nothing")
+    edge::resolve(a).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]
