@@ -1,11 +1,11 @@
 //! nsqadmin binary: parse NSQ's flags (and --config), then run.
 
 use clap::Parser;
-use nsqadmin::options::{normalize_args, validate, with_config_file, Options};
+use nsqadmin::options::{config_spec, normalize_args, validate, Options};
 
 fn main() -> std::process::ExitCode {
     let args = normalize_args(std::env::args());
-    let args = match with_config_file(args) {
+    let (args, warnings) = match protocol::cli::with_config_file(args, &config_spec()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("nsqadmin: {e}");
@@ -34,6 +34,9 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = nsqadmin::logging::init(&opts.log_level, &opts.log_prefix) {
         eprintln!("nsqadmin: {e}");
         return std::process::ExitCode::from(1);
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

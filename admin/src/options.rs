@@ -224,67 +224,35 @@ impl Cidr {
     }
 }
 
-/// NSQ's config-file key for a flag where it differs from the flag name with underscores.
-fn flag_for_key(key: &str) -> String {
-    match key {
-        "nsqlookupd_http_addresses" => "--lookupd-http-address".into(),
-        "nsqd_http_addresses" => "--nsqd-http-address".into(),
-        "admin_users" => "--admin-user".into(),
-        other => format!("--{}", other.replace('_', "-")),
+/// NSQ's config-file names for nsqadmin's flags (where a key is not simply the flag name
+/// with underscores) and which flags are durations (an integer in the file is milliseconds).
+pub fn config_spec() -> protocol::cli::ConfigSpec<'static> {
+    use clap::CommandFactory;
+    protocol::cli::ConfigSpec {
+        flags: Options::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(String::from))
+            .collect(),
+        renames: &[
+            ("nsqlookupd_http_addresses", "lookupd-http-address"),
+            ("nsqd_http_addresses", "nsqd-http-address"),
+            ("admin_users", "admin-user"),
+        ],
+        durations: &[
+            "statsd-interval",
+            "http-client-connect-timeout",
+            "http-client-request-timeout",
+            "history-interval",
+            "history-window",
+        ],
     }
 }
 
 /// Expand `--config FILE` into flags placed before the command line's own, so flags given
-/// on the command line win over the file (as in NSQ).
+/// on the command line win over the file (as in NSQ). Unknown keys are skipped; the binary
+/// uses `protocol::cli::with_config_file` directly to log them.
 pub fn with_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
-    let mut path = None;
-    let mut it = args.iter().enumerate();
-    while let Some((i, a)) = it.next() {
-        if let Some(p) = a.strip_prefix("--config=") {
-            path = Some(p.to_string());
-        } else if a == "--config" {
-            path = args.get(i + 1).cloned();
-            it.next();
-        }
-    }
-    let Some(path) = path else {
-        return Ok(args);
-    };
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("cannot read config {path}: {e}"))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("invalid config {path}: {e}"))?;
-    let mut flags = Vec::new();
-    for (key, value) in table {
-        let flag = flag_for_key(&key);
-        let mut push = |v: &toml::Value| -> Result<(), String> {
-            let s = match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => return Err(format!("config key {key}: unsupported value {other}")),
-            };
-            flags.push(format!("{flag}={s}"));
-            Ok(())
-        };
-        match &value {
-            toml::Value::Array(items) => {
-                for v in items {
-                    push(v)?;
-                }
-            }
-            v => push(v)?,
-        }
-    }
-    let mut out = Vec::with_capacity(args.len() + flags.len());
-    let mut args = args.into_iter();
-    if let Some(prog) = args.next() {
-        out.push(prog);
-    }
-    out.extend(flags);
-    out.extend(args);
-    Ok(out)
+    protocol::cli::with_config_file(args, &config_spec()).map(|(args, _)| args)
 }
 
 #[cfg(test)]

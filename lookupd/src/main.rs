@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::SUCCESS;
     }
-    if let Err(e) = nsqlookupd::logging::init(&opts.log_level, &opts.log_prefix) {
+    if let Err(e) = edge::log::init(&opts.log_level, &opts.log_prefix, "") {
         eprintln!("nsqlookupd: {e}");
         return std::process::ExitCode::from(1);
     }

@@ -160,11 +160,21 @@ pub struct ProtocolError {
 }
 
 impl ProtocolError {
-    fn fatal(code: &'static str, description: impl Into<String>) -> ProtocolError {
+    /// An error after which the server closes the connection (NSQ's `FatalClientErr`).
+    pub fn fatal(code: &'static str, description: impl Into<String>) -> ProtocolError {
         ProtocolError {
             code,
             description: description.into(),
             fatal: true,
+        }
+    }
+
+    /// An error the connection survives (NSQ's `ClientErr`, e.g. `E_FIN_FAILED`).
+    pub fn soft(code: &'static str, description: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            code,
+            description: description.into(),
+            fatal: false,
         }
     }
 
@@ -290,13 +300,38 @@ pub fn parse_command(
         line = &line[..line.len() - 1];
     }
     let params: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-    let name = params[0];
     let line_len = nl + 1;
 
     // Commands without a body are complete once the line is.
-    let simple = match name {
-        b"NOP" => Some(Command::Nop),
-        b"CLS" => Some(Command::Cls),
+    let cmd = match params[0] {
+        b"IDENTIFY" | b"AUTH" | b"PUB" | b"MPUB" | b"DPUB" => BodyCommand::parse(&params)?,
+        _ => {
+            let cmd = line_command(&params)?;
+            buf.advance(line_len);
+            return Ok(Some(cmd));
+        }
+    };
+
+    // Commands with a 4-byte size and a body: the line is valid; now the size.
+    let Some(size) = read_i32(buf, line_len) else {
+        return Ok(None);
+    };
+    let size = check_body_size(cmd.name(), &cmd.body_kind(), size, limits)?;
+    let total = line_len + 4 + size;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    buf.advance(line_len + 4);
+    let body = buf.split_to(size).freeze();
+    cmd.with_body(body, limits).map(Some)
+}
+
+/// A command that is its line alone (`params[0]` is its name).
+fn line_command(params: &[&[u8]]) -> Result<Command, ProtocolError> {
+    Ok(match params[0] {
+        b"NOP" => Command::Nop,
+        b"CLS" => Command::Cls,
         b"RDY" => {
             let count = match params.get(1) {
                 None => 1,
@@ -307,19 +342,19 @@ pub fn parse_command(
                     ))
                 })?,
             };
-            Some(Command::Rdy(count))
+            Command::Rdy(count)
         }
         b"FIN" => {
             let p = params
                 .get(1)
                 .ok_or_else(|| invalid("FIN insufficient number of params"))?;
-            Some(Command::Fin(message_id(p)?))
+            Command::Fin(message_id(p)?)
         }
         b"TOUCH" => {
             let p = params
                 .get(1)
                 .ok_or_else(|| invalid("TOUCH insufficient number of params"))?;
-            Some(Command::Touch(message_id(p)?))
+            Command::Touch(message_id(p)?)
         }
         b"REQ" => {
             if params.len() < 3 {
@@ -332,7 +367,7 @@ pub fn parse_command(
                     String::from_utf8_lossy(params[2])
                 ))
             })?;
-            Some(Command::Req { id, timeout_ms })
+            Command::Req { id, timeout_ms }
         }
         b"SUB" => {
             if params.len() < 3 {
@@ -340,92 +375,99 @@ pub fn parse_command(
             }
             let topic = topic_param("SUB", params[1])?;
             let channel = channel_param("SUB", params[2])?;
-            Some(Command::Sub { topic, channel })
+            Command::Sub { topic, channel }
         }
-        b"IDENTIFY" | b"AUTH" | b"PUB" | b"MPUB" | b"DPUB" => None,
         other => {
             return Err(invalid(format!(
                 "invalid command {}",
                 String::from_utf8_lossy(other)
             )))
         }
-    };
-    if let Some(cmd) = simple {
-        buf.advance(line_len);
-        return Ok(Some(cmd));
+    })
+}
+
+/// A command followed by a 4-byte size and a body, with what its line said.
+enum BodyCommand {
+    Identify,
+    Auth,
+    Pub { topic: String },
+    Mpub { topic: String },
+    Dpub { topic: String, defer_ms: i64 },
+}
+
+impl BodyCommand {
+    /// Validate the line of IDENTIFY, AUTH, PUB, MPUB or DPUB (`params[0]`).
+    fn parse(params: &[&[u8]]) -> Result<BodyCommand, ProtocolError> {
+        Ok(match params[0] {
+            b"IDENTIFY" => BodyCommand::Identify,
+            b"AUTH" => {
+                if params.len() != 1 {
+                    return Err(invalid("AUTH invalid number of parameters"));
+                }
+                BodyCommand::Auth
+            }
+            name @ (b"PUB" | b"MPUB") => {
+                let cmd = if name == b"PUB" { "PUB" } else { "MPUB" };
+                if params.len() < 2 {
+                    return Err(invalid(format!("{cmd} insufficient number of parameters")));
+                }
+                let topic = topic_param(cmd, params[1])?;
+                if name == b"PUB" {
+                    BodyCommand::Pub { topic }
+                } else {
+                    BodyCommand::Mpub { topic }
+                }
+            }
+            _ => {
+                if params.len() < 3 {
+                    return Err(invalid("DPUB insufficient number of parameters"));
+                }
+                let topic = topic_param("DPUB", params[1])?;
+                let defer_ms = parse_base10(params[2]).ok_or_else(|| {
+                    invalid(format!(
+                        "DPUB could not parse timeout {}",
+                        String::from_utf8_lossy(params[2])
+                    ))
+                })?;
+                BodyCommand::Dpub { topic, defer_ms }
+            }
+        })
     }
 
-    // Commands with a 4-byte size and a body: validate the line and the size first.
-    let cmd_name = String::from_utf8_lossy(name).to_string();
-    let which: u8 = match name {
-        b"IDENTIFY" => 0,
-        b"AUTH" => 1,
-        b"PUB" => 2,
-        b"MPUB" => 3,
-        _ => 4,
-    };
-    let (kind, topic, defer_ms) = match name {
-        b"IDENTIFY" => (BodyKind::Plain, None, 0),
-        b"AUTH" => {
-            if params.len() != 1 {
-                return Err(invalid("AUTH invalid number of parameters"));
-            }
-            (BodyKind::Plain, None, 0)
+    fn name(&self) -> &'static str {
+        match self {
+            BodyCommand::Identify => "IDENTIFY",
+            BodyCommand::Auth => "AUTH",
+            BodyCommand::Pub { .. } => "PUB",
+            BodyCommand::Mpub { .. } => "MPUB",
+            BodyCommand::Dpub { .. } => "DPUB",
         }
-        b"PUB" | b"MPUB" => {
-            if params.len() < 2 {
-                return Err(invalid(format!(
-                    "{cmd_name} insufficient number of parameters"
-                )));
-            }
-            let kind = if name == b"PUB" {
-                BodyKind::Message
-            } else {
-                BodyKind::Multi
-            };
-            (kind, Some(topic_param(&cmd_name, params[1])?), 0)
-        }
-        _ => {
-            // DPUB
-            if params.len() < 3 {
-                return Err(invalid("DPUB insufficient number of parameters"));
-            }
-            let topic = topic_param("DPUB", params[1])?;
-            let defer = parse_base10(params[2]).ok_or_else(|| {
-                invalid(format!(
-                    "DPUB could not parse timeout {}",
-                    String::from_utf8_lossy(params[2])
-                ))
-            })?;
-            (BodyKind::Message, Some(topic), defer)
-        }
-    };
-    let Some(size) = read_i32(buf, line_len) else {
-        return Ok(None);
-    };
-    let size = check_body_size(&cmd_name, &kind, size, limits)?;
-    let total = line_len + 4 + size;
-    if buf.len() < total {
-        buf.reserve(total - buf.len());
-        return Ok(None);
     }
-    buf.advance(line_len + 4);
-    let body = buf.split_to(size).freeze();
-    let topic = topic.unwrap_or_default();
-    Ok(Some(match which {
-        0 => Command::Identify(body),
-        1 => Command::Auth(body),
-        2 => Command::Pub { topic, body },
-        3 => Command::Mpub {
-            bodies: parse_mpub_body(&body, limits.max_msg_size)?,
-            topic,
-        },
-        _ => Command::Dpub {
-            topic,
-            defer_ms,
-            body,
-        },
-    }))
+
+    fn body_kind(&self) -> BodyKind {
+        match self {
+            BodyCommand::Identify | BodyCommand::Auth => BodyKind::Plain,
+            BodyCommand::Pub { .. } | BodyCommand::Dpub { .. } => BodyKind::Message,
+            BodyCommand::Mpub { .. } => BodyKind::Multi,
+        }
+    }
+
+    fn with_body(self, body: Bytes, limits: &Limits) -> Result<Command, ProtocolError> {
+        Ok(match self {
+            BodyCommand::Identify => Command::Identify(body),
+            BodyCommand::Auth => Command::Auth(body),
+            BodyCommand::Pub { topic } => Command::Pub { topic, body },
+            BodyCommand::Mpub { topic } => Command::Mpub {
+                bodies: parse_mpub_body(&body, limits.max_msg_size)?,
+                topic,
+            },
+            BodyCommand::Dpub { topic, defer_ms } => Command::Dpub {
+                topic,
+                defer_ms,
+                body,
+            },
+        })
+    }
 }
 
 /// Split an MPUB body (count, then size + bytes per message) into message bodies. Used by

@@ -12,7 +12,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use edge::clock::{Clock, SystemClock};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -93,6 +95,9 @@ pub struct Channel {
     pub deleted: AtomicBool,
     pub e2e: Quantiles,
     topic_e2e: Quantiles,
+    /// Deadlines, deferred times and latencies are read from here (the system clock, or a
+    /// test's manual one).
+    clock: Arc<dyn Clock>,
 }
 
 impl Channel {
@@ -115,7 +120,14 @@ impl Channel {
             deleted: AtomicBool::new(false),
             e2e,
             topic_e2e,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same channel reading time from `clock` (tests move it by hand).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Channel {
+        self.clock = clock;
+        self
     }
 
     pub fn is_ephemeral(&self) -> bool {
@@ -195,7 +207,7 @@ impl Channel {
         if max == 0 || self.cursor.is_paused() {
             return Ok(());
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let deadline = now + client.msg_timeout();
         let start = out.len();
         {
@@ -222,7 +234,7 @@ impl Channel {
             self.message_count
                 .fetch_add((out.len() - before) as u64, Ordering::Relaxed);
             // Deferred records (DPUB, or replayed after a restart) wait for their time.
-            let now_ms = unix_ms();
+            let now_ms = self.clock.unix_ms();
             let mut i = before;
             while i < out.len() {
                 if out[i].deliver_at_ms > now_ms {
@@ -268,7 +280,7 @@ impl Channel {
             tracing::error!(topic = %self.topic_name, channel = %self.name, error = %e, "ack failed");
         }
         client.finish_count.fetch_add(1, Ordering::Relaxed);
-        let latency = latency_ns(f.msg.timestamp_ns);
+        let latency = (self.clock.unix_ns() - f.msg.timestamp_ns).max(0) as u64;
         self.e2e.record(latency);
         self.topic_e2e.record(latency);
         Ok(())
@@ -290,7 +302,7 @@ impl Channel {
                 st.requeued.push_back(f.msg);
             } else {
                 st.deferred.push(Reverse(Deferred {
-                    at: Instant::now() + delay,
+                    at: self.clock.now() + delay,
                     msg: f.msg,
                 }));
             }
@@ -304,7 +316,7 @@ impl Channel {
     /// TOUCH: restart the message's timeout.
     pub fn touch(&self, client: &Client, id: &MessageId) -> Result<(), InFlightError> {
         let mut st = self.state.lock();
-        let deadline = Instant::now() + client.msg_timeout();
+        let deadline = self.clock.now() + client.msg_timeout();
         let f = st.in_flight.get_mut(id).ok_or(InFlightError::NotInFlight)?;
         if f.client_id != client.id {
             return Err(InFlightError::NotOwner);
@@ -357,7 +369,8 @@ impl Channel {
 
     /// Move timed-out in-flight messages back to the queue and due deferred messages into
     /// it. Called periodically by the scanner. Returns true if anything became ready.
-    pub fn process_timers(&self, now: Instant) -> bool {
+    pub fn process_timers(&self) -> bool {
+        let now = self.clock.now();
         let mut timed_out: Vec<Arc<Client>> = Vec::new();
         let mut ready = false;
         {
@@ -469,7 +482,7 @@ impl Channel {
             e2e_processing_latency: self.e2e.stats(percentiles),
             oldest_unfinished_age_ms: match cs.oldest_unfinished_ts {
                 0 => 0,
-                ts => (unix_ns().saturating_sub(ts).max(0) / 1_000_000) as u64,
+                ts => (self.clock.unix_ns().saturating_sub(ts).max(0) / 1_000_000) as u64,
             },
             external: false,
             cursor_error: None,
@@ -529,20 +542,5 @@ impl ChannelStats {
     }
 }
 
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub fn unix_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-fn latency_ns(published_ns: i64) -> u64 {
-    (unix_ns() - published_ns).max(0) as u64
-}
+#[cfg(test)]
+mod tests;

@@ -9,11 +9,32 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-/// Connection states, numbered as NSQ reports them in /stats (NSQ: 0 init, 1 disconnected,
-/// 2 connected, 3 subscribed, 4 closing).
-pub const STATE_INIT: i32 = 0;
-pub const STATE_SUBSCRIBED: i32 = 3;
-pub const STATE_CLOSING: i32 = 4;
+/// Where a connection is in its life, numbered as NSQ reports it in /stats (NSQ: 0 init,
+/// 1 disconnected, 2 connected, 3 subscribed, 4 closing; a V2 connection is only ever in
+/// these three).
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Connected, not subscribed: may IDENTIFY, AUTH, publish, SUB.
+    Init = 0,
+    /// After SUB: receives messages as RDY allows.
+    Subscribed = 3,
+    /// After CLS: finishes what it has in flight, receives nothing new.
+    Closing = 4,
+}
+
+impl ConnState {
+    fn from_i32(v: i32) -> ConnState {
+        match v {
+            3 => ConnState::Subscribed,
+            4 => ConnState::Closing,
+            _ => ConnState::Init,
+        }
+    }
+}
+
+/// [`ConnState::Init`] as /stats prints it.
+pub const STATE_INIT: i32 = ConnState::Init as i32;
 
 /// What a client told us in IDENTIFY and what was negotiated; read by /stats.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +64,7 @@ pub struct Client {
     pub message_count: AtomicU64,
     pub finish_count: AtomicU64,
     pub requeue_count: AtomicU64,
+    /// A [`ConnState`], as a number so /stats reads it without a lock.
     pub state: std::sync::atomic::AtomicI32,
     /// Per-client in-flight timeout in milliseconds (IDENTIFY msg_timeout or --msg-timeout).
     pub msg_timeout_ms: AtomicU64,
@@ -86,6 +108,14 @@ impl Client {
             }),
             pub_counts: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn state(&self) -> ConnState {
+        ConnState::from_i32(self.state.load(Ordering::Acquire))
+    }
+
+    pub fn set_state(&self, state: ConnState) {
+        self.state.store(state as i32, Ordering::Release);
     }
 
     pub fn msg_timeout(&self) -> Duration {

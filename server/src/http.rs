@@ -2,71 +2,24 @@
 //! publishes and /ping, bare JSON for data, `{"message": "..."}` with a 4xx/5xx status for
 //! errors, and an empty 200 body for admin actions.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use edge::http_api::{json_response, ok_json, ok_text, ApiError, Params, RequestLine};
 use serde::Serialize;
 
 use crate::client::STATE_INIT;
+use crate::http_config::{config_get, config_put};
 use crate::nsqd::{Nsqd, NSQ_COMPAT_VERSION};
 use crate::topic::TopicStats;
 
 type Shared = Arc<Nsqd>;
-
-/// An HTTP error as NSQ sends it.
-pub struct ApiError(StatusCode, &'static str);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "message": self.1 }).to_string();
-        json_response(self.0, body)
-    }
-}
-
-fn json_response(status: StatusCode, body: String) -> Response {
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r.headers_mut().insert(
-        "X-NSQ-Content-Type",
-        HeaderValue::from_static("nsq; version=1.0"),
-    );
-    r
-}
-
-fn ok_json<T: Serialize>(v: &T) -> Response {
-    match serde_json::to_string(v) {
-        Ok(s) => json_response(StatusCode::OK, s),
-        Err(_) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR").into_response(),
-    }
-}
-
-fn ok_text(s: &'static str) -> Response {
-    let mut r = (StatusCode::OK, s).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-fn ok_empty() -> Response {
-    let mut r = StatusCode::OK.into_response();
-    r.headers_mut().insert(
-        "X-NSQ-Content-Type",
-        HeaderValue::from_static("nsq; version=1.0"),
-    );
-    r
-}
 
 /// The API as served on the plain HTTP listener.
 pub fn router(nsqd: Shared) -> Router {
@@ -88,29 +41,8 @@ pub fn router_for(nsqd: Shared, over_tls: bool) -> Router {
         .route("/metrics", get(crate::metrics::handler))
         .route("/config/{opt}", get(config_get).put(config_put))
         .route("/debug", get(debug));
-    // Admin actions; NSQ 1.x serves them on POST (and the deprecated underscore forms on
-    // GET and POST, which scripts written for older versions still use).
-    let actions: [(&str, &str); 10] = [
-        ("/topic/create", "/create_topic"),
-        ("/topic/delete", "/delete_topic"),
-        ("/topic/empty", "/empty_topic"),
-        ("/topic/pause", "/pause_topic"),
-        ("/topic/unpause", "/unpause_topic"),
-        ("/channel/create", "/create_channel"),
-        ("/channel/delete", "/delete_channel"),
-        ("/channel/empty", "/empty_channel"),
-        ("/channel/pause", "/pause_channel"),
-        ("/channel/unpause", "/unpause_channel"),
-    ];
-    for (path, old) in actions {
-        let p = path.to_string();
-        let p2 = p.clone();
-        let p3 = p.clone();
-        r = r.route(path, post(move |s, q| admin(s, q, p))).route(
-            old,
-            get(move |s, q| admin(s, q, p2.clone())).post(move |s, q| admin(s, q, p3.clone())),
-        );
-    }
+    // Admin actions, one handler each (crate::http_admin).
+    r = r.merge(crate::http_admin::routes());
     r.merge(crate::http_log::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -126,11 +58,8 @@ async fn around(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let remote = remote_of(&req);
-    let mut resp = if !over_tls && nsqd.opts().tls_required_on_http() {
+    let line = RequestLine::of(&req);
+    let resp = if !over_tls && nsqd.opts().tls_required_on_http() {
         let port = nsqd.https_addr.get().map(|a| a.port()).unwrap_or(0);
         json_response(
             StatusCode::FORBIDDEN,
@@ -139,29 +68,7 @@ async fn around(
     } else {
         next.run(req).await
     };
-    if path != "/ping" {
-        resp.headers_mut().insert(
-            "X-NSQ-Content-Type",
-            HeaderValue::from_static("nsq; version=1.0"),
-        );
-    }
-    // NSQ's request line: `200 GET /stats (127.0.0.1:59394) 168.676µs`.
-    tracing::info!(
-        "{} {} {} ({}) {:?}",
-        resp.status().as_u16(),
-        method,
-        path,
-        remote,
-        started.elapsed()
-    );
-    resp
-}
-
-fn remote_of(req: &axum::extract::Request) -> String {
-    req.extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default()
+    line.finish(resp)
 }
 
 async fn not_found() -> Response {
@@ -170,70 +77,6 @@ async fn not_found() -> Response {
 
 async fn method_not_allowed() -> Response {
     ApiError(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").into_response()
-}
-
-/// Query string parameters (first value wins, like Go's url.Values.Get).
-struct Params(HashMap<String, String>);
-
-impl Params {
-    fn parse(q: Option<String>) -> Result<Params, ApiError> {
-        let mut m = HashMap::new();
-        if let Some(q) = q {
-            for pair in q.split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let k = percent_decode(k)
-                    .ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))?;
-                let v = percent_decode(v)
-                    .ok_or(ApiError(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))?;
-                m.entry(k).or_insert(v);
-            }
-        }
-        Ok(Params(m))
-    }
-
-    fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str)
-    }
-
-    fn topic(&self) -> Result<String, ApiError> {
-        let t = self
-            .get("topic")
-            .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
-        if !protocol::names::is_valid_topic_name(t) {
-            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_TOPIC"));
-        }
-        Ok(t.to_string())
-    }
-
-    fn channel(&self) -> Result<String, ApiError> {
-        let c = self
-            .get("channel")
-            .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
-        if !protocol::names::is_valid_channel_name(c) {
-            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL"));
-        }
-        Ok(c.to_string())
-    }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 async fn ping(State(nsqd): State<Shared>) -> Response {
@@ -245,10 +88,7 @@ async fn ping(State(nsqd): State<Shared>) -> Response {
 
 async fn info(State(nsqd): State<Shared>) -> Response {
     let opts = nsqd.opts();
-    let hostname = hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
+    let hostname = edge::hostname();
     ok_json(&serde_json::json!({
         "version": NSQ_COMPAT_VERSION,
         "broadcast_address": opts.broadcast_address,
@@ -263,7 +103,7 @@ async fn info(State(nsqd): State<Shared>) -> Response {
     }))
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ()> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ()> {
     axum::body::to_bytes(body, limit.saturating_add(1))
         .await
         .map_err(|_| ())
@@ -288,7 +128,7 @@ async fn do_publish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Respo
     if body.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
-    let params = Params::parse(q)?;
+    let params = Params::parse(q.as_deref())?;
     let topic = params.topic()?;
     let mut deliver_at = 0;
     if let Some(d) = params.get("defer") {
@@ -298,7 +138,7 @@ async fn do_publish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Respo
         if ms < 0 || ms as u128 > opts.max_req_timeout.as_millis() {
             return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_DEFER"));
         }
-        deliver_at = crate::channel::unix_ms() + ms as u64;
+        deliver_at = edge::clock::unix_ms() + ms as u64;
     }
     publish_to(&nsqd, &topic, vec![body], deliver_at).await?;
     Ok(ok_text("OK"))
@@ -351,7 +191,7 @@ async fn do_mpublish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Resp
     let opts = nsqd.opts();
     let max_body = opts.max_body_size.max(0) as usize;
     let max_msg = opts.max_msg_size.max(0) as usize;
-    let params = Params::parse(q)?;
+    let params = Params::parse(q.as_deref())?;
     let topic = params.topic()?;
     let body = read_body(body, max_body)
         .await
@@ -388,65 +228,6 @@ async fn do_mpublish(nsqd: Shared, q: Option<String>, body: Body) -> Result<Resp
     Ok(ok_text("OK"))
 }
 
-async fn admin(State(nsqd): State<Shared>, RawQuery(q): RawQuery, path: String) -> Response {
-    match do_admin(&nsqd, q, &path) {
-        Ok(()) => ok_empty(),
-        Err(e) => e.into_response(),
-    }
-}
-
-fn do_admin(nsqd: &Shared, q: Option<String>, path: &str) -> Result<(), ApiError> {
-    let params = Params::parse(q)?;
-    let internal = |e: engine::Error| {
-        tracing::error!(error = %e, path, "admin action failed");
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
-    };
-    let topic_name = params.topic()?;
-    if path == "/topic/create" {
-        nsqd.get_topic(&topic_name).map_err(internal)?;
-        return Ok(());
-    }
-    let topic = nsqd
-        .get_existing_topic(&topic_name)
-        .ok_or(ApiError(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?;
-    match path {
-        "/topic/delete" => {
-            nsqd.delete_topic(&topic_name).map_err(internal)?;
-        }
-        "/topic/empty" => topic.empty().map_err(internal)?,
-        "/topic/pause" => topic.set_paused(true).map_err(internal)?,
-        "/topic/unpause" => topic.set_paused(false).map_err(internal)?,
-        _ => {
-            let channel_name = params.channel()?;
-            if path == "/channel/create" {
-                // Beyond NSQ: start=earliest begins at the oldest retained message.
-                let earliest = match params.get("start") {
-                    None | Some("latest") => false,
-                    Some("earliest") => true,
-                    Some(_) => return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_START")),
-                };
-                nsqd.get_channel_from(&topic, &channel_name, earliest)
-                    .map_err(internal)?;
-                return Ok(());
-            }
-            let channel = topic
-                .get_channel(&channel_name)
-                .ok_or(ApiError(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))?;
-            match path {
-                "/channel/delete" => {
-                    nsqd.delete_channel(&topic, &channel_name)
-                        .map_err(internal)?;
-                }
-                "/channel/empty" => channel.empty().map_err(internal)?,
-                "/channel/pause" => channel.set_paused(true).map_err(internal)?,
-                "/channel/unpause" => channel.set_paused(false).map_err(internal)?,
-                _ => return Err(ApiError(StatusCode::NOT_FOUND, "NOT_FOUND")),
-            }
-        }
-    }
-    Ok(())
-}
-
 #[derive(Serialize)]
 struct StatsDoc {
     version: &'static str,
@@ -459,7 +240,7 @@ struct StatsDoc {
 }
 
 async fn stats(State(nsqd): State<Shared>, RawQuery(q): RawQuery) -> Response {
-    let params = match Params::parse(q) {
+    let params = match Params::parse(q.as_deref()) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -550,7 +331,7 @@ const MEMORY_FIELDS: [&str; 9] = [
 /// /stats in NSQ's text layout (what `curl host:4151/stats` shows an operator).
 fn stats_text(nsqd: &Nsqd, doc: &StatsDoc) -> String {
     use std::fmt::Write;
-    let now = crate::channel::unix_ms() as i64 / 1000;
+    let now = edge::clock::unix_ms() as i64 / 1000;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -721,133 +502,6 @@ fn rfc3339_utc(epoch_secs: i64) -> String {
     )
 }
 
-/// GET /config/:opt — the current value, as JSON.
-async fn config_get(State(nsqd): State<Shared>, Path(opt): Path<String>) -> Response {
-    match config_value(&nsqd, &opt) {
-        Some(v) => ok_json(&v),
-        None => ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION").into_response(),
-    }
-}
-
-fn config_value(nsqd: &Nsqd, opt: &str) -> Option<serde_json::Value> {
-    use serde_json::json;
-    let o = nsqd.opts();
-    let ns = |d: std::time::Duration| json!(d.as_nanos() as u64);
-    Some(match opt {
-        "nsqlookupd_tcp_addresses" | "lookupd_tcp_addresses" => json!(o.lookupd_tcp_addresses),
-        // NSQ reports its numeric level: 1 debug, 2 info, 3 warn, 4 error, 5 fatal.
-        "log_level" => json!(log_level_code(&o.log_level)),
-        "log_prefix" => json!(o.log_prefix),
-        "tcp_address" => json!(o.tcp_address),
-        "http_address" => json!(o.http_address),
-        "broadcast_address" => json!(o.broadcast_address),
-        "broadcast_tcp_port" => json!(o.broadcast_tcp_port),
-        "broadcast_http_port" => json!(o.broadcast_http_port),
-        "data_path" => json!(o.data_path),
-        "mem_queue_size" => json!(o.mem_queue_size),
-        "max_bytes_per_file" => json!(o.max_bytes_per_file),
-        "sync_every" => json!(o.sync_every),
-        "sync_timeout" => ns(o.sync_timeout),
-        "msg_timeout" => ns(o.msg_timeout),
-        "max_msg_timeout" => ns(o.max_msg_timeout),
-        "max_msg_size" => json!(o.max_msg_size),
-        "max_body_size" => json!(o.max_body_size),
-        "max_req_timeout" => ns(o.max_req_timeout),
-        "max_rdy_count" => json!(o.max_rdy_count),
-        "max_heartbeat_interval" => ns(o.max_heartbeat_interval),
-        "max_output_buffer_size" => json!(o.max_output_buffer_size),
-        "max_output_buffer_timeout" => ns(o.max_output_buffer_timeout),
-        "min_output_buffer_timeout" => ns(o.min_output_buffer_timeout),
-        "output_buffer_timeout" => ns(o.output_buffer_timeout),
-        "max_channel_consumers" => json!(o.max_channel_consumers),
-        "snappy_enabled" | "snappy" => json!(o.snappy),
-        "deflate_enabled" | "deflate" => json!(o.deflate),
-        "max_deflate_level" => json!(o.max_deflate_level),
-        "auth_http_addresses" => json!(o.auth_http_addresses),
-        "tls_required" => json!(o.tls_required_code()),
-        "tls_min_version" => json!(tls_version_code(&o.tls_min_version)),
-        "https_address" => json!(o.https_address),
-        "node_id" | "id" => json!(o.node_id),
-        "statsd_address" => json!(o.statsd_address),
-        "statsd_prefix" => json!(crate::statsd::expanded_prefix(
-            &o,
-            nsqd.http_addr.get().map(|a| a.port()).unwrap_or(0)
-        )),
-        "statsd_interval" => ns(o.statsd_interval),
-        "statsd_mem_stats" => json!(o.statsd_mem_stats),
-        "statsd_udp_packet_size" => json!(o.statsd_udp_packet_size),
-        "statsd_exclude_ephemeral" => json!(o.statsd_exclude_ephemeral),
-        "http_client_connect_timeout" => ns(o.http_client_connect_timeout),
-        "http_client_request_timeout" => ns(o.http_client_request_timeout),
-        "queue_scan_worker_pool_max" => json!(o.queue_scan_worker_pool_max),
-        "queue_scan_selection_count" => json!(o.queue_scan_selection_count),
-        "e2e_processing_latency_percentiles" => json!(o.percentiles()),
-        "e2e_processing_latency_window_time" => ns(o.e2e_processing_latency_window_time),
-        _ => return None,
-    })
-}
-
-fn log_level_code(level: &str) -> i64 {
-    match level.to_ascii_lowercase().as_str() {
-        "debug" | "1" => 1,
-        "warn" | "warning" | "3" => 3,
-        "error" | "4" => 4,
-        "fatal" | "5" => 5,
-        _ => 2,
-    }
-}
-
-/// Go's crypto/tls version numbers, as NSQ reports `tls_min_version`.
-fn tls_version_code(v: &str) -> i64 {
-    match v.to_ascii_lowercase().as_str() {
-        "ssl3.0" => 0x0300,
-        "tls1.1" => 0x0302,
-        "tls1.2" => 0x0303,
-        "tls1.3" => 0x0304,
-        _ => 0x0301,
-    }
-}
-
-/// PUT /config/:opt — NSQ allows changing the lookupd addresses and the log level at runtime.
-async fn config_put(State(nsqd): State<Shared>, Path(opt): Path<String>, body: Body) -> Response {
-    let Ok(body) = read_body(body, 1 << 20).await else {
-        return ApiError(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR").into_response();
-    };
-    let mut o = (*nsqd.opts()).clone();
-    match opt.as_str() {
-        "nsqlookupd_tcp_addresses" => {
-            let Ok(addrs) = serde_json::from_slice::<Vec<String>>(&body) else {
-                return ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE").into_response();
-            };
-            if addrs.iter().any(|a| a.rsplit_once(':').is_none()) {
-                return ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE").into_response();
-            }
-            o.lookupd_tcp_addresses = addrs;
-            nsqd.set_opts(o);
-            if let Some(l) = nsqd.lookup.get() {
-                l.set_addresses(nsqd.opts().lookupd_tcp_addresses.clone());
-            }
-        }
-        "log_level" => {
-            let level = String::from_utf8_lossy(&body)
-                .trim()
-                .trim_matches('"')
-                .to_string();
-            if let Err(e) = crate::logging::set_level(&level) {
-                tracing::warn!(error = %e, "bad log level");
-                return ApiError(StatusCode::BAD_REQUEST, "INVALID_VALUE").into_response();
-            }
-            o.log_level = level;
-            nsqd.set_opts(o);
-        }
-        _ => return ApiError(StatusCode::BAD_REQUEST, "INVALID_OPTION").into_response(),
-    }
-    match config_value(&nsqd, &opt) {
-        Some(v) => ok_json(&v),
-        None => ok_empty(),
-    }
-}
-
 /// GET /debug — process facts useful when nsqd misbehaves (Go's pprof has no Rust
 /// equivalent worth exposing; this is what an operator needs first).
 async fn debug(State(nsqd): State<Shared>) -> Response {
@@ -899,22 +553,5 @@ mod tests {
         assert_eq!(go_duration(std::time::Duration::from_secs(73)), "1m13s");
         assert_eq!(go_duration(std::time::Duration::from_millis(1500)), "1.5s");
         assert_eq!(go_duration(std::time::Duration::from_secs(3605)), "1h0m5s");
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
-        assert_eq!(percent_decode("%ff"), None, "not UTF-8");
-    }
-
-    #[test]
-    fn params_first_value_wins() {
-        let p = Params::parse(Some("topic=a&topic=b&binary".into()))
-            .ok()
-            .unwrap();
-        assert_eq!(p.get("topic"), Some("a"));
-        assert!(p.0.contains_key("binary"));
     }
 }

@@ -25,6 +25,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine as _;
 
+use edge::http_api::Params;
+
 use crate::nsqd::Nsqd;
 
 pub const MAX_PEEK: usize = 1000;
@@ -40,69 +42,25 @@ pub fn routes() -> Router<Shared> {
         .route("/topic/config", get(topic_config_get).put(topic_config_put))
 }
 
-struct Failure(StatusCode, &'static str);
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "message": self.1 }).to_string();
-        (
-            self.0,
-            [("content-type", "application/json; charset=utf-8")],
-            body,
-        )
-            .into_response()
-    }
-}
+/// NSQ's error answer (`{"message": ...}` with the status).
+use edge::http_api::ApiError as Failure;
 
 fn json(v: serde_json::Value) -> Response {
-    (
-        StatusCode::OK,
-        [
-            ("content-type", "application/json; charset=utf-8"),
-            ("X-NSQ-Content-Type", "nsq; version=1.0"),
-        ],
-        v.to_string(),
-    )
-        .into_response()
+    edge::http_api::ok_json(&v)
 }
 
 /// Query parameters, percent-decoded (first value wins).
-fn params(q: Option<String>) -> Result<Vec<(String, String)>, Failure> {
-    let bad = || Failure(StatusCode::BAD_REQUEST, "INVALID_REQUEST");
-    let mut v = Vec::new();
-    for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
-        v.push((decode(k).ok_or_else(bad)?, decode(val).ok_or_else(bad)?));
-    }
-    Ok(v)
+fn params(q: Option<String>) -> Result<Params, Failure> {
+    Params::parse(q.as_deref())
 }
 
-fn decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-fn get_param<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
-    p.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+fn get_param<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
+    p.get(k)
 }
 
 fn topic_and_channel(
     nsqd: &Nsqd,
-    p: &[(String, String)],
+    p: &Params,
     need_channel: bool,
 ) -> Result<
     (
@@ -150,7 +108,7 @@ pub fn parse_rewind_target(s: &str) -> Option<engine::RewindTo> {
     t.timestamp_nanos_opt().map(engine::RewindTo::Time)
 }
 
-fn peek_n(p: &[(String, String)]) -> Result<usize, Failure> {
+fn peek_n(p: &Params) -> Result<usize, Failure> {
     match get_param(p, "n") {
         None => Ok(10),
         Some(v) => match v.parse::<usize>() {

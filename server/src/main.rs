@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
         eprintln!("nsqd: {e}");
         return std::process::ExitCode::from(1);
     }
-    if let Err(e) = nsqd::logging::init(&opts.log_level, &opts.log_prefix) {
+    if let Err(e) = edge::log::init(&opts.log_level, &opts.log_prefix, "sled=warn,hyper=warn") {
         eprintln!("nsqd: {e}");
         return std::process::ExitCode::from(1);
     }

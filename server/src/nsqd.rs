@@ -298,10 +298,9 @@ impl Nsqd {
 
     /// One pass over every channel's timers (in-flight timeouts, deferred messages).
     pub fn scan_timers(&self) {
-        let now = Instant::now();
         for t in self.topics() {
             for c in t.channels() {
-                c.process_timers(now);
+                c.process_timers();
             }
         }
     }

@@ -19,10 +19,12 @@ fn parse_bool(s: &str) -> Result<bool, String> {
 }
 
 fn default_hostname() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_string())
+    let h = edge::hostname();
+    if h.is_empty() {
+        "localhost".to_string()
+    } else {
+        h
+    }
 }
 
 /// nsqd's command line. Field docs are the flag help.
@@ -484,18 +486,7 @@ impl Options {
     }
 }
 
-pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    let a = if let Some(port) = addr.strip_prefix(':') {
-        format!("0.0.0.0:{port}")
-    } else {
-        addr.to_string()
-    };
-    a.to_socket_addrs()
-        .map_err(|e| format!("invalid address {addr:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("address {addr:?} resolves to nothing"))
-}
+pub use edge::resolve;
 
 /// Expand `--config FILE` with nsqd's key names (see [`protocol::cli::with_config_file`]).
 pub fn with_config_file(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::lookup::{Lookup, LookupOptions};
 use crate::nsqd::{Nsqd, NsqdRegistrations, NSQ_COMPAT_VERSION};
@@ -26,131 +27,26 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await
         .context("opening data directory")?
         .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-
-    let tcp = TcpListener::bind(tcp_addr)
-        .await
-        .with_context(|| format!("listen on TCP {tcp_addr}"))?;
-    let http = TcpListener::bind(http_addr)
-        .await
-        .with_context(|| format!("listen on HTTP {http_addr}"))?;
-    let tcp_local = tcp.local_addr()?;
-    let http_local = http.local_addr()?;
-    let _ = nsqd.tcp_addr.set(tcp_local);
-    let _ = nsqd.http_addr.set(http_local);
-    // As in NSQ: the HTTPS listener runs when TLS is configured and --https-address is set.
-    let https = match (&nsqd.tls, nsqd.opts().https_address.as_str()) {
-        (Some(tls), addr) if !addr.is_empty() => {
-            let a = crate::options::resolve(addr).map_err(anyhow::Error::msg)?;
-            let l = TcpListener::bind(a)
-                .await
-                .with_context(|| format!("listen on HTTPS {a}"))?;
-            let _ = nsqd.https_addr.set(l.local_addr()?);
-            Some((l, crate::tls::https_config(tls)))
-        }
-        _ => None,
-    };
+    let listeners = Listeners::bind(&nsqd, tcp_addr, http_addr).await?;
     // NSQ's startup lines, which operators' scripts and log searches look for.
     tracing::info!("NSQ: data directory {}", data_dir.display());
-    tracing::info!("TCP: listening on {tcp_local}");
-    tracing::info!("HTTP: listening on {http_local}");
+    tracing::info!("TCP: listening on {}", listeners.tcp_local);
+    tracing::info!("HTTP: listening on {}", listeners.http_local);
     if let Some(h) = nsqd.https_addr.get() {
         tracing::info!("HTTPS: listening on {h}");
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let https_task = https.map(|(l, cfg)| {
-        tokio::spawn(crate::https::serve(
-            l,
-            cfg,
-            crate::http::router_for(nsqd.clone(), true),
-            shutdown_rx.clone(),
-        ))
-    });
-
-    let opts = nsqd.opts();
-    let lookup = Lookup::spawn(
-        LookupOptions {
-            addresses: opts.lookupd_tcp_addresses.clone(),
-            broadcast_address: opts.broadcast_address.clone(),
-            tcp_port: if opts.broadcast_tcp_port > 0 {
-                opts.broadcast_tcp_port
-            } else {
-                tcp_local.port()
-            },
-            http_port: if opts.broadcast_http_port > 0 {
-                opts.broadcast_http_port
-            } else {
-                http_local.port()
-            },
-            hostname: hostname::get()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default(),
-            version: NSQ_COMPAT_VERSION.to_string(),
-        },
-        Arc::new(NsqdRegistrations(Arc::downgrade(&nsqd))),
-        shutdown_rx.clone(),
-    );
+    let lookup = spawn_lookup(&nsqd, &listeners, shutdown_rx.clone());
     let _ = nsqd.lookup.set(lookup);
+    let tasks = Tasks::spawn(&nsqd, listeners, &shutdown_rx);
 
-    // Connection tasks each hold a sender; when all are dropped, recv() returns None.
-    let (conn_done_tx, mut conn_done_rx) = mpsc::channel::<()>(1);
-    let accept = tokio::spawn(accept_loop(
-        nsqd.clone(),
-        tcp,
-        shutdown_rx.clone(),
-        conn_done_tx,
-    ));
-
-    let mut http_shutdown = shutdown_rx.clone();
-    let app = crate::http::router(nsqd.clone());
-    let http_task = tokio::spawn(async move {
-        let r = axum::serve(
-            http,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = http_shutdown.wait_for(|v| *v).await;
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
-
-    let timers = {
-        let nsqd = nsqd.clone();
-        let mut stop = shutdown_rx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TIMER_SCAN);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => nsqd.scan_timers(),
-                    _ = stop.changed() => return,
-                }
-            }
-        })
-    };
-
-    let statsd = (!nsqd.opts().statsd_address.is_empty())
-        .then(|| tokio::spawn(crate::statsd::run(nsqd.clone(), shutdown_rx.clone())));
-
-    wait_for_signal().await;
+    edge::signal::shutdown_signal().await;
     tracing::info!("shutting down");
     nsqd.exiting
         .store(true, std::sync::atomic::Ordering::Release);
     let _ = shutdown_tx.send(true);
-    let _ = accept.await;
-    // Bounded wait for connections to finish their current command and close.
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn_done_rx.recv()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
-    if let Some(t) = https_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    let _ = timers.await;
-    if let Some(s) = statsd {
-        let _ = s.await;
-    }
+    tasks.wait().await;
     let closing = nsqd.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
@@ -158,6 +54,164 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .context("flushing data to disk")?;
     tracing::info!("bye");
     Ok(())
+}
+
+/// The bound listeners; their addresses are also recorded in [`Nsqd`].
+struct Listeners {
+    tcp: TcpListener,
+    http: TcpListener,
+    tcp_local: std::net::SocketAddr,
+    http_local: std::net::SocketAddr,
+    https: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+}
+
+impl Listeners {
+    async fn bind(
+        nsqd: &Arc<Nsqd>,
+        tcp_addr: std::net::SocketAddr,
+        http_addr: std::net::SocketAddr,
+    ) -> anyhow::Result<Listeners> {
+        let tcp = TcpListener::bind(tcp_addr)
+            .await
+            .with_context(|| format!("listen on TCP {tcp_addr}"))?;
+        let http = TcpListener::bind(http_addr)
+            .await
+            .with_context(|| format!("listen on HTTP {http_addr}"))?;
+        let tcp_local = tcp.local_addr()?;
+        let http_local = http.local_addr()?;
+        let _ = nsqd.tcp_addr.set(tcp_local);
+        let _ = nsqd.http_addr.set(http_local);
+        // As in NSQ: the HTTPS listener runs when TLS is configured and --https-address is set.
+        let https = match (&nsqd.tls, nsqd.opts().https_address.as_str()) {
+            (Some(tls), addr) if !addr.is_empty() => {
+                let a = crate::options::resolve(addr).map_err(anyhow::Error::msg)?;
+                let l = TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("listen on HTTPS {a}"))?;
+                let _ = nsqd.https_addr.set(l.local_addr()?);
+                Some((l, crate::tls::https_config(tls)))
+            }
+            _ => None,
+        };
+        Ok(Listeners {
+            tcp,
+            http,
+            tcp_local,
+            http_local,
+            https,
+        })
+    }
+}
+
+/// Registration with every `--lookupd-tcp-address`, with the ports nsqd is reachable on.
+fn spawn_lookup(nsqd: &Arc<Nsqd>, l: &Listeners, shutdown: watch::Receiver<bool>) -> Lookup {
+    let opts = nsqd.opts();
+    Lookup::spawn(
+        LookupOptions {
+            addresses: opts.lookupd_tcp_addresses.clone(),
+            broadcast_address: opts.broadcast_address.clone(),
+            tcp_port: if opts.broadcast_tcp_port > 0 {
+                opts.broadcast_tcp_port
+            } else {
+                l.tcp_local.port()
+            },
+            http_port: if opts.broadcast_http_port > 0 {
+                opts.broadcast_http_port
+            } else {
+                l.http_local.port()
+            },
+            hostname: edge::hostname(),
+            version: NSQ_COMPAT_VERSION.to_string(),
+        },
+        Arc::new(NsqdRegistrations(Arc::downgrade(nsqd))),
+        shutdown,
+    )
+}
+
+/// The daemon's long-running tasks, all stopped by the shutdown watch.
+struct Tasks {
+    accept: JoinHandle<()>,
+    /// Closed (recv gives None) when every connection task has ended.
+    conns_done: mpsc::Receiver<()>,
+    http: JoinHandle<()>,
+    https: Option<JoinHandle<()>>,
+    timers: JoinHandle<()>,
+    statsd: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    fn spawn(nsqd: &Arc<Nsqd>, l: Listeners, shutdown: &watch::Receiver<bool>) -> Tasks {
+        let https = l.https.map(|(listener, cfg)| {
+            tokio::spawn(crate::https::serve(
+                listener,
+                cfg,
+                crate::http::router_for(nsqd.clone(), true),
+                shutdown.clone(),
+            ))
+        });
+        // Connection tasks each hold a sender; when all are dropped, recv() returns None.
+        let (conn_done_tx, conns_done) = mpsc::channel::<()>(1);
+        let accept = tokio::spawn(accept_loop(
+            nsqd.clone(),
+            l.tcp,
+            shutdown.clone(),
+            conn_done_tx,
+        ));
+        let mut http_shutdown = shutdown.clone();
+        let app = crate::http::router(nsqd.clone());
+        let http_listener = l.http;
+        let http = tokio::spawn(async move {
+            let r = axum::serve(
+                http_listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|v| *v).await;
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        let timers = {
+            let nsqd = nsqd.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(TIMER_SCAN);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => nsqd.scan_timers(),
+                        _ = stop.changed() => return,
+                    }
+                }
+            })
+        };
+        let statsd = (!nsqd.opts().statsd_address.is_empty())
+            .then(|| tokio::spawn(crate::statsd::run(nsqd.clone(), shutdown.clone())));
+        Tasks {
+            accept,
+            conns_done,
+            http,
+            https,
+            timers,
+            statsd,
+        }
+    }
+
+    /// After the shutdown watch fired: wait for the tasks, bounded where a client may hold
+    /// things up (connections finishing their current command, HTTP requests in flight).
+    async fn wait(mut self) {
+        let _ = self.accept.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.conns_done.recv()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        if let Some(t) = self.https {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let _ = self.timers.await;
+        if let Some(s) = self.statsd {
+            let _ = s.await;
+        }
+    }
 }
 
 async fn accept_loop(
@@ -176,6 +230,9 @@ async fn accept_loop(
                     let done = done.clone();
                     // Connects and disconnects at INFO, as NSQ logs them.
                     tracing::info!("TCP: new client({remote})");
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
                     tokio::spawn(async move {
                         crate::protocol_v2::serve(nsqd, stream, remote, rx).await;
                         tracing::info!("TCP: client({remote}) closed");
@@ -189,23 +246,6 @@ async fn accept_loop(
                 }
             },
             _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Pieces shared by the command-line tools: NSQ's consumer flags, `--consumer-opt` /
-//! `--producer-opt` pass-through, logging, and signal handling.
+//! `--producer-opt` pass-through; logging and signal handling come from `edge`.
 
 #![forbid(unsafe_code)]
 
@@ -155,70 +155,15 @@ pub fn apply_opt(c: &mut client::Config, opt: &str) -> Result<()> {
 /// `tracing` to stderr at `level` (debug, info, warn, error, fatal), with the tool's name as
 /// the prefix (`[nsq_tail] `), as NSQ's tools log.
 pub fn init_logging(level: &str) {
-    let tool = std::env::args()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_default();
-    init_logging_with_prefix(level, &format!("[{tool}] "));
+    init_logging_with_prefix(level, &edge::log::program_prefix());
 }
 
 /// Like [`init_logging`] with an explicit `--log-prefix`. Lines look like NSQ's
-/// (`[nsq_to_file] 2026/12/01 12:25:21.855673 INFO: ...`); no colour codes unless stderr is
-/// a terminal, so a redirected log stays plain text.
+/// (`[nsq_to_file] 2026/12/01 12:25:21.855673 INFO: ...`; see [`edge::log`]). A level NSQ
+/// does not know logs at info.
 pub fn init_logging_with_prefix(level: &str, prefix: &str) {
-    let level = match level.to_ascii_lowercase().as_str() {
-        "fatal" => "error".to_string(),
-        "warning" => "warn".to_string(),
-        l => l.to_string(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .event_format(NsqFormat {
-            prefix: prefix.to_string(),
-        })
-        .try_init();
-}
-
-/// NSQ's log layout: prefix, local time, `LEVEL:`, message and fields.
-struct NsqFormat {
-    prefix: String,
-}
-
-impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for NsqFormat
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        use tracing_subscriber::fmt::FormatFields as _;
-        let level = match *event.metadata().level() {
-            tracing::Level::ERROR => "ERROR",
-            tracing::Level::WARN => "WARNING",
-            tracing::Level::INFO => "INFO",
-            _ => "DEBUG",
-        };
-        write!(
-            writer,
-            "{}{} {}: ",
-            self.prefix,
-            chrono::Local::now().format("%Y/%m/%d %H:%M:%S%.6f"),
-            level
-        )?;
-        ctx.format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+    if edge::log::init(level, prefix, "").is_err() {
+        let _ = edge::log::init("info", prefix, "");
     }
 }
 
@@ -232,23 +177,7 @@ pub fn exit_on_error(tool: &str, r: Result<()>) {
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut i), Ok(mut t)) => {
-            tokio::select! {
-                _ = i.recv() => {}
-                _ = t.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
+pub use edge::signal::shutdown_signal;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,272 @@
+//! Delivery logic on a real engine in a temp dir, with a clock moved by hand: no sockets,
+//! no sleeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge::clock::{Clock, ManualClock};
+
+use super::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    topic: Arc<engine::Topic>,
+    channel: Channel,
+    clock: Arc<ManualClock>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine::Engine::open(dir.path(), engine::EngineOptions::default()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    let cursor = topic.channel("c").unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let e2e = || Quantiles::new(false, Duration::from_secs(600));
+    let channel = Channel::new("t", cursor, e2e(), e2e()).with_clock(clock.clone());
+    Fixture {
+        _dir: dir,
+        topic,
+        channel,
+        clock,
+    }
+}
+
+impl Fixture {
+    fn publish(&self, bodies: &[&str], deliver_at_ms: u64) {
+        let msgs = bodies
+            .iter()
+            .map(|b| engine::NewMessage {
+                body: Bytes::from(b.to_string()),
+                deliver_at_ms,
+            })
+            .collect();
+        self.topic.publish(msgs, None).unwrap();
+    }
+
+    fn take(&self, client: &Arc<Client>, max: usize) -> Vec<engine::Message> {
+        let mut out = Vec::new();
+        self.channel.take(client, max, false, &mut out).unwrap();
+        out
+    }
+}
+
+fn client(id: u64, msg_timeout: Duration) -> Arc<Client> {
+    Arc::new(Client::new(
+        id,
+        format!("127.0.0.1:{}", 40000 + id),
+        msg_timeout,
+    ))
+}
+
+fn bodies(msgs: &[engine::Message]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| String::from_utf8_lossy(&m.body).to_string())
+        .collect()
+}
+
+#[test]
+fn take_marks_in_flight_and_finish_acks() {
+    let f = fixture();
+    let c = client(1, Duration::from_secs(60));
+    f.publish(&["a", "b", "c"], 0);
+    let got = f.take(&c, 2);
+    assert_eq!(bodies(&got), ["a", "b"]);
+    assert!(got.iter().all(|m| m.attempts == 1));
+    assert_eq!(f.channel.in_flight_count(), 2);
+    assert_eq!(c.in_flight_count.load(Ordering::Relaxed), 2);
+    f.channel.finish(&c, &got[0].id).unwrap();
+    assert_eq!(f.channel.in_flight_count(), 1);
+    assert_eq!(c.finish_count.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        f.channel.finish(&c, &got[0].id),
+        Err(InFlightError::NotInFlight),
+        "a second FIN of the same id"
+    );
+    assert_eq!(bodies(&f.take(&c, 10)), ["c"]);
+    assert!(f.take(&c, 10).is_empty());
+}
+
+#[test]
+fn only_the_owner_may_fin_req_or_touch() {
+    let f = fixture();
+    let (a, b) = (
+        client(1, Duration::from_secs(60)),
+        client(2, Duration::from_secs(60)),
+    );
+    f.publish(&["x"], 0);
+    let got = f.take(&a, 1);
+    let id = got[0].id;
+    assert_eq!(f.channel.finish(&b, &id), Err(InFlightError::NotOwner));
+    assert_eq!(
+        f.channel.requeue(&b, &id, Duration::ZERO),
+        Err(InFlightError::NotOwner)
+    );
+    assert_eq!(f.channel.touch(&b, &id), Err(InFlightError::NotOwner));
+    assert_eq!(
+        f.channel.touch(&a, &[9; 16]),
+        Err(InFlightError::NotInFlight)
+    );
+    assert_eq!(f.channel.in_flight_count(), 1);
+}
+
+#[test]
+fn requeue_now_redelivers_with_one_more_attempt() {
+    let f = fixture();
+    let c = client(1, Duration::from_secs(60));
+    f.publish(&["a", "b"], 0);
+    let got = f.take(&c, 1);
+    f.channel.requeue(&c, &got[0].id, Duration::ZERO).unwrap();
+    assert_eq!(f.channel.requeue_count.load(Ordering::Relaxed), 1);
+    assert_eq!(c.in_flight_count.load(Ordering::Relaxed), 0);
+    // Requeued messages come before new ones.
+    let again = f.take(&c, 2);
+    assert_eq!(bodies(&again), ["a", "b"]);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(again[1].attempts, 1);
+}
+
+#[test]
+fn requeue_with_delay_waits_for_the_clock() {
+    let f = fixture();
+    let c = client(1, Duration::from_secs(60));
+    f.publish(&["a"], 0);
+    let got = f.take(&c, 1);
+    f.channel
+        .requeue(&c, &got[0].id, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(f.channel.stats(false, &[]).deferred_count, 1);
+    f.clock.advance(Duration::from_millis(4999));
+    assert!(!f.channel.process_timers());
+    assert!(f.take(&c, 1).is_empty());
+    f.clock.advance(Duration::from_millis(1));
+    assert!(f.channel.process_timers());
+    let again = f.take(&c, 1);
+    assert_eq!(bodies(&again), ["a"]);
+    assert_eq!(again[0].attempts, 2);
+}
+
+#[test]
+fn in_flight_times_out_after_the_clients_msg_timeout() {
+    let f = fixture();
+    let c = client(1, Duration::from_secs(10));
+    f.publish(&["a"], 0);
+    let got = f.take(&c, 1);
+    f.clock.advance(Duration::from_secs(9));
+    assert!(!f.channel.process_timers());
+    assert_eq!(f.channel.in_flight_count(), 1);
+    f.clock.advance(Duration::from_secs(1));
+    assert!(f.channel.process_timers());
+    assert_eq!(f.channel.in_flight_count(), 0);
+    assert_eq!(f.channel.timeout_count.load(Ordering::Relaxed), 1);
+    assert_eq!(c.in_flight_count.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        f.channel.finish(&c, &got[0].id),
+        Err(InFlightError::NotInFlight),
+        "FIN after the timeout"
+    );
+    assert_eq!(f.take(&c, 1)[0].attempts, 2);
+}
+
+#[test]
+fn touch_restarts_the_timeout() {
+    let f = fixture();
+    let c = client(1, Duration::from_secs(10));
+    f.publish(&["a"], 0);
+    let got = f.take(&c, 1);
+    f.clock.advance(Duration::from_secs(8));
+    f.channel.touch(&c, &got[0].id).unwrap();
+    f.clock.advance(Duration::from_secs(8));
+    assert!(
+        !f.channel.process_timers(),
+        "16 s after take, 8 s after TOUCH"
+    );
+    assert_eq!(f.channel.in_flight_count(), 1);
+    f.clock.advance(Duration::from_secs(2));
+    assert!(f.channel.process_timers());
+    assert_eq!(f.channel.timeout_count.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn deferred_publish_is_held_until_its_time() {
+    let f = fixture();
+    let c = client(1, Duration::from_secs(60));
+    f.publish(&["later"], f.clock.unix_ms() + 3000);
+    f.publish(&["now"], 0);
+    assert_eq!(bodies(&f.take(&c, 10)), ["now"]);
+    assert_eq!(f.channel.stats(false, &[]).deferred_count, 1);
+    f.clock.advance(Duration::from_millis(2999));
+    assert!(!f.channel.process_timers());
+    f.clock.advance(Duration::from_millis(1));
+    assert!(f.channel.process_timers());
+    let got = f.take(&c, 10);
+    assert_eq!(bodies(&got), ["later"]);
+    assert_eq!(got[0].attempts, 1);
+}
+
+#[test]
+fn removing_a_client_requeues_its_messages_for_the_others() {
+    let f = fixture();
+    let (a, b) = (
+        client(1, Duration::from_secs(60)),
+        client(2, Duration::from_secs(60)),
+    );
+    f.channel.add_client(a.clone(), 0).unwrap();
+    f.channel.add_client(b.clone(), 0).unwrap();
+    f.publish(&["x", "y"], 0);
+    let got = f.take(&a, 2);
+    assert_eq!(got.len(), 2);
+    assert_eq!(f.channel.remove_client(a.id), 1);
+    assert_eq!(f.channel.in_flight_count(), 0);
+    assert_eq!(f.channel.requeue_count.load(Ordering::Relaxed), 2);
+    let mut got = bodies(&f.take(&b, 10));
+    got.sort();
+    assert_eq!(got, ["x", "y"]);
+}
+
+#[test]
+fn max_consumers_is_enforced() {
+    let f = fixture();
+    f.channel.add_client(client(1, Duration::ZERO), 1).unwrap();
+    assert_eq!(f.channel.add_client(client(2, Duration::ZERO), 1), Err(1));
+    assert_eq!(f.channel.client_count(), 1);
+}
+
+#[test]
+fn empty_drops_everything_and_frees_the_clients() {
+    let f = fixture();
+    let c = client(1, Duration::from_secs(60));
+    f.publish(&["a", "b", "c"], 0);
+    let got = f.take(&c, 1);
+    f.channel
+        .requeue(&c, &f.take(&c, 1)[0].id, Duration::from_secs(5))
+        .unwrap();
+    f.channel.empty().unwrap();
+    assert_eq!(f.channel.in_flight_count(), 0);
+    assert_eq!(c.in_flight_count.load(Ordering::Relaxed), 0);
+    let s = f.channel.stats(false, &[]);
+    assert_eq!((s.depth, s.deferred_count), (0, 0));
+    assert!(f.take(&c, 10).is_empty());
+    assert_eq!(
+        f.channel.finish(&c, &got[0].id),
+        Err(InFlightError::NotInFlight)
+    );
+}
+
+#[test]
+fn paused_channel_or_topic_holds_new_messages() {
+    let f = fixture();
+    let c = client(1, Duration::from_secs(60));
+    f.publish(&["a", "b"], 0);
+    let got = f.take(&c, 1);
+    f.channel.requeue(&c, &got[0].id, Duration::ZERO).unwrap();
+    // A paused topic still hands out requeued messages, not new ones.
+    let mut out = Vec::new();
+    f.channel.take(&c, 10, true, &mut out).unwrap();
+    assert_eq!(bodies(&out), ["a"]);
+    f.channel.requeue(&c, &out[0].id, Duration::ZERO).unwrap();
+    f.channel.set_paused(true).unwrap();
+    assert!(f.take(&c, 10).is_empty());
+    f.channel.set_paused(false).unwrap();
+    assert_eq!(bodies(&f.take(&c, 10)), ["a", "b"]);
+}
