@@ -467,6 +467,7 @@ impl Channel {
             },
             paused: self.is_paused(),
             e2e_processing_latency: self.e2e.stats(percentiles),
+            e2e_processing_latency_histogram: self.e2e.histogram(),
             oldest_unfinished_age_ms: match cs.oldest_unfinished_ts {
                 0 => 0,
                 ts => (unix_ns().saturating_sub(ts).max(0) / 1_000_000) as u64,
@@ -490,6 +491,8 @@ pub struct ChannelStats {
     pub clients: Vec<ClientStats>,
     pub paused: bool,
     pub e2e_processing_latency: LatencyStats,
+    /// Beyond NSQ: every e2e latency since start, bucketed (the /metrics histogram).
+    pub e2e_processing_latency_histogram: crate::stats::HistogramStats,
     /// Beyond NSQ: age of the oldest message the channel has not finished (consumer lag in
     /// time; 0 when it has finished everything).
     pub oldest_unfinished_age_ms: u64,
