@@ -191,7 +191,6 @@ pub struct ChannelStats {
     pub requeue_count: u64,
     pub timeout_count: u64,
     pub message_count: u64,
-    #[serde(skip)]
     pub client_count: u64,
     pub nodes: Vec<ChannelStats>,
     pub clients: Vec<ClientStats>,
@@ -793,10 +792,34 @@ impl ClusterInfo {
             .map(|a| format!("{}/info", base_url(a)))
             .collect();
         let results = join_all(urls.iter().map(|u| self.get_json(u)).collect()).await;
-        let (docs, warnings) = collect_partial(results, urls.is_empty())?;
+        // Their topics, as NSQ's nsqadmin lists them without nsqlookupd: from each /stats.
+        let stats_urls: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("{}/stats?format=json&include_clients=false", base_url(a)))
+            .collect();
+        let stats = join_all(stats_urls.iter().map(|u| self.get_json(u)).collect()).await;
+        let answered: Vec<Result<(Value, Vec<ProducerTopic>), String>> = results
+            .into_iter()
+            .zip(stats)
+            .map(|(info, stats)| {
+                let topics = stats
+                    .ok()
+                    .and_then(|s| s.get("topics").and_then(Value::as_array).cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|t| t.get("topic_name").and_then(Value::as_str))
+                    .map(|name| ProducerTopic {
+                        topic: name.to_string(),
+                        tombstoned: false,
+                    })
+                    .collect();
+                info.map(|i| (i, topics))
+            })
+            .collect();
+        let (docs, warnings) = collect_partial(answered, urls.is_empty())?;
         let mut producers: Vec<Producer> = docs
             .into_iter()
-            .map(|d| {
+            .map(|(d, topics)| {
                 let raw: RawProducer = serde_json::from_value(d).unwrap_or_default();
                 Producer {
                     remote_addresses: Vec::new(),
@@ -806,7 +829,7 @@ impl ClusterInfo {
                     tcp_port: raw.tcp_port,
                     http_port: raw.http_port,
                     version: raw.version,
-                    topics: Vec::new(),
+                    topics,
                     out_of_date: false,
                 }
             })

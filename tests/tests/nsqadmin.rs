@@ -1050,4 +1050,25 @@ fn topic_settings_in_stats_api_and_page() {
         row_a.contains("<td data-setting=\"sync_every\" data-overridden=\"false\">50</td>"),
         "{row_a}"
     );
+
+    // Found by running NSQ 1.3's nsqadmin beside ours on the same nsqd (--nsqd-http-address):
+    // its nodes list their topics from /stats, channels carry client_count, and a topic no
+    // node has is a 502.
+    let v = api(&admin, "/api/nodes");
+    for n in v["nodes"].as_array().unwrap() {
+        assert_eq!(
+            n["topics"],
+            json!([{"topic": "tuned", "tombstoned": false}]),
+            "{v}"
+        );
+    }
+    let (st, _) = http_post(a.http, "/channel/create?topic=tuned&channel=c", b"").unwrap();
+    assert_eq!(st, 200);
+    let ch = api(&admin, "/api/topics/tuned/c");
+    assert_eq!(ch["client_count"], 0, "{ch}");
+    assert_eq!(ch["nodes"][0]["client_count"], 0, "{ch}");
+    let (st, body) = http_get(admin.http, "/api/topics/nowhere").unwrap();
+    assert_eq!(st, 502);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["message"], "UPSTREAM_ERROR: failed to query any nsqd: ");
 }
