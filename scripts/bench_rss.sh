@@ -19,6 +19,7 @@ for r in $(seq 1 "$ROUNDS"); do
       --http-address=127.0.0.1:$((PORT+1)) --mem-queue-size=10000 >"$data.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do curl -sf http://127.0.0.1:$((PORT+1))/ping >/dev/null && break; sleep 0.1; done
+    curl -sf -XPOST "http://127.0.0.1:$((PORT+1))/topic/create?topic=rss" >/dev/null
     curl -sf -XPOST "http://127.0.0.1:$((PORT+1))/channel/create?topic=rss&channel=ch" >/dev/null
     "$BENCH" writer --nsqd-tcp-address=127.0.0.1:$PORT --topic=rss --size=16384 \
       --batch-size=20 --runfor="$RUNFOR" >/dev/null
