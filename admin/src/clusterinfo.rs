@@ -191,7 +191,6 @@ pub struct ChannelStats {
     pub requeue_count: u64,
     pub timeout_count: u64,
     pub message_count: u64,
-    #[serde(skip)]
     pub client_count: u64,
     pub nodes: Vec<ChannelStats>,
     pub clients: Vec<ClientStats>,
@@ -200,6 +199,30 @@ pub struct ChannelStats {
     /// Beyond NSQ (our nsqd's /stats): age of the oldest unfinished message, ms (the
     /// largest over nodes in an aggregate).
     pub oldest_unfinished_age_ms: u64,
+    /// Beyond NSQ (our nsqd's /stats): the node's e2e latency histogram since start, for
+    /// /metrics; `None` on an aggregate and from an nsqd that does not send it.
+    #[serde(skip)]
+    pub e2e_histogram: Option<LatencyHistogram>,
+}
+
+/// nsqd's `e2e_processing_latency_histogram`: per-bucket counts (not cumulative), the last
+/// one for +Inf; bounds in seconds.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct LatencyHistogram {
+    pub count: u64,
+    pub sum_seconds: f64,
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+}
+
+impl LatencyHistogram {
+    /// Well formed: one count per bound plus +Inf, and the counts add up to `count`.
+    pub fn is_valid(&self) -> bool {
+        self.counts.len() == self.bounds.len() + 1
+            && self.counts.iter().sum::<u64>() == self.count
+            && self.bounds.windows(2).all(|w| w[0] < w[1])
+    }
 }
 
 impl ChannelStats {
@@ -221,6 +244,7 @@ impl ChannelStats {
             .max(a.oldest_unfinished_age_ms);
         let mut node = a.clone();
         node.nodes.clear();
+        node.e2e_histogram = None;
         self.nodes.push(node);
         self.nodes
             .sort_by(|x, y| (&x.hostname, &x.node).cmp(&(&y.hostname, &y.node)));
@@ -252,7 +276,26 @@ pub struct TopicStats {
     pub disk_segments: u64,
     pub corrupt_records: u64,
     pub storage_error: String,
+    /// Beyond NSQ (our nsqd's /stats): the topic's own settings (`/topic/config`; `null`
+    /// where the node-wide flag applies) and the settings in force. On the cluster-wide
+    /// aggregate they are set only while every node agrees (`null` otherwise).
+    pub config: Option<TopicSettings>,
+    pub effective_config: Option<TopicSettings>,
 }
+
+/// The per-topic settings nsqd reports, by name (`mem_queue_size`, `sync_every`,
+/// `sync_timeout` ms, `retention_time` ms, `retention_bytes`, `max_bytes`), as sent.
+pub type TopicSettings = BTreeMap<String, serde_json::Value>;
+
+/// The settings' names in display order, with their unit.
+pub const TOPIC_SETTINGS: [(&str, &str); 6] = [
+    ("mem_queue_size", "messages"),
+    ("sync_every", "messages"),
+    ("sync_timeout", "ms"),
+    ("retention_time", "ms"),
+    ("retention_bytes", "bytes"),
+    ("max_bytes", "bytes"),
+];
 
 impl TopicStats {
     /// Fold one node's stats into this cluster-wide aggregate (node "*").
@@ -272,6 +315,17 @@ impl TopicStats {
             }
             self.storage_error
                 .push_str(&format!("{}: {}", a.node, a.storage_error));
+        }
+        if self.nodes.is_empty() {
+            self.config = a.config.clone();
+            self.effective_config = a.effective_config.clone();
+        } else {
+            if self.config != a.config {
+                self.config = None;
+            }
+            if self.effective_config != a.effective_config {
+                self.effective_config = None;
+            }
         }
         for ac in &a.channels {
             match self
@@ -330,6 +384,8 @@ struct RawTopic {
     disk_segments: u64,
     corrupt_records: u64,
     storage_error: String,
+    config: Option<TopicSettings>,
+    effective_config: Option<TopicSettings>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -348,6 +404,7 @@ struct RawChannel {
     paused: bool,
     e2e_processing_latency: RawLatency,
     oldest_unfinished_age_ms: u64,
+    e2e_processing_latency_histogram: Option<LatencyHistogram>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -464,6 +521,9 @@ fn convert_topic(t: RawTopic, node: &str, hostname: &str) -> TopicStats {
                 clients,
                 paused: c.paused,
                 oldest_unfinished_age_ms: c.oldest_unfinished_age_ms,
+                e2e_histogram: c
+                    .e2e_processing_latency_histogram
+                    .filter(LatencyHistogram::is_valid),
             }
         })
         .collect();
@@ -488,6 +548,8 @@ fn convert_topic(t: RawTopic, node: &str, hostname: &str) -> TopicStats {
         disk_segments: t.disk_segments,
         corrupt_records: t.corrupt_records,
         storage_error: t.storage_error,
+        config: t.config,
+        effective_config: t.effective_config,
     }
 }
 
@@ -730,10 +792,34 @@ impl ClusterInfo {
             .map(|a| format!("{}/info", base_url(a)))
             .collect();
         let results = join_all(urls.iter().map(|u| self.get_json(u)).collect()).await;
-        let (docs, warnings) = collect_partial(results, urls.is_empty())?;
+        // Their topics, as NSQ's nsqadmin lists them without nsqlookupd: from each /stats.
+        let stats_urls: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("{}/stats?format=json&include_clients=false", base_url(a)))
+            .collect();
+        let stats = join_all(stats_urls.iter().map(|u| self.get_json(u)).collect()).await;
+        let answered: Vec<Result<(Value, Vec<ProducerTopic>), String>> = results
+            .into_iter()
+            .zip(stats)
+            .map(|(info, stats)| {
+                let topics = stats
+                    .ok()
+                    .and_then(|s| s.get("topics").and_then(Value::as_array).cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|t| t.get("topic_name").and_then(Value::as_str))
+                    .map(|name| ProducerTopic {
+                        topic: name.to_string(),
+                        tombstoned: false,
+                    })
+                    .collect();
+                info.map(|i| (i, topics))
+            })
+            .collect();
+        let (docs, warnings) = collect_partial(answered, urls.is_empty())?;
         let mut producers: Vec<Producer> = docs
             .into_iter()
-            .map(|d| {
+            .map(|(d, topics)| {
                 let raw: RawProducer = serde_json::from_value(d).unwrap_or_default();
                 Producer {
                     remote_addresses: Vec::new(),
@@ -743,7 +829,7 @@ impl ClusterInfo {
                     tcp_port: raw.tcp_port,
                     http_port: raw.http_port,
                     version: raw.version,
-                    topics: Vec::new(),
+                    topics,
                     out_of_date: false,
                 }
             })

@@ -650,8 +650,12 @@ fn with_message(v: impl serde::Serialize, warnings: &[String]) -> Value {
     v
 }
 
+/// NSQ's answer when no node has the topic: its nsqadmin asked no nsqd and says so.
+const NO_NODE_HAS_TOPIC: &str = "failed to query any nsqd: ";
+
 async fn api_topic(State(admin): State<Shared>, Path(topic): Path<String>) -> Response {
     match topic_stats(&admin, &topic, false).await {
+        Ok((t, _)) if t.nodes.is_empty() => upstream(NO_NODE_HAS_TOPIC.into()),
         Ok((t, w)) => v1(StatusCode::OK, &with_message(&t, &w)),
         Err(e) => upstream(e),
     }
@@ -662,6 +666,7 @@ async fn api_channel(
     Path((topic, channel)): Path<(String, String)>,
 ) -> Response {
     match topic_stats(&admin, &topic, true).await {
+        Ok((t, _)) if t.nodes.is_empty() => upstream(NO_NODE_HAS_TOPIC.into()),
         Ok((t, w)) => match t.channels.iter().find(|c| c.channel_name == channel) {
             Some(c) => v1(StatusCode::OK, &with_message(c, &w)),
             None => api_err(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"),

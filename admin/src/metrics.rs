@@ -2,13 +2,47 @@
 //! one series per topic/channel and node (label `node`, NSQ's `broadcast_address:http_port`).
 //! Counters (`_total`) are nsqd's cumulative counts. Encoding is prometheus-client's.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::clusterinfo::{Producer, TopicStats};
+use crate::clusterinfo::{LatencyHistogram, Producer, TopicStats};
+
+/// Each node's e2e latency histogram (from its /stats), re-encoded by prometheus-client as
+/// `nsq_channel_e2e_processing_latency_seconds` with the node label.
+#[derive(Debug, Default)]
+struct ChannelHistograms(Vec<(ChannelLabels, LatencyHistogram)>);
+
+impl Collector for ChannelHistograms {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut m = enc.encode_descriptor(
+            "nsq_channel_e2e_processing_latency_seconds",
+            "end-to-end processing latency (publish to FIN) since nsqd started, per node",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, h) in &self.0 {
+            let buckets: Vec<(f64, u64)> = h
+                .bounds
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::MAX)) // the encoder's +Inf
+                .zip(h.counts.iter().copied())
+                .collect();
+            m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+                h.sum_seconds,
+                h.count,
+                &buckets,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabels {
@@ -135,10 +169,12 @@ pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors
     );
     let c_e2e = Family::<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     reg.register(
-        "nsq_channel_e2e_processing_latency_seconds",
-        "end-to-end processing latency (publish to FIN) percentiles, as nsqd reports them",
+        "nsq_channel_e2e_processing_latency_percentile_seconds",
+        "end-to-end processing latency (publish to FIN) percentiles over nsqd's window, as nsqd reports them (--e2e-processing-latency-percentile)",
         c_e2e.clone(),
     );
+    process_metrics::register(&mut reg);
+    let mut histograms = ChannelHistograms::default();
 
     errors.set(upstream_errors as i64);
     for p in producers {
@@ -177,6 +213,9 @@ pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors
             c_msgs.get_or_create(&cl).inc_by(c.message_count);
             c_requeue.get_or_create(&cl).inc_by(c.requeue_count);
             c_timeout.get_or_create(&cl).inc_by(c.timeout_count);
+            if let Some(h) = &c.e2e_histogram {
+                histograms.0.push((cl.clone(), h.clone()));
+            }
             for p in &c.e2e_processing_latency.percentiles {
                 let (Some(q), Some(v)) = (p.get("quantile"), p.get("max")) else {
                     continue;
@@ -192,6 +231,7 @@ pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors
             }
         }
     }
+    reg.register_collector(Box::new(histograms));
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
         return "# encoding failed\n".into();
@@ -219,6 +259,12 @@ mod tests {
                 in_flight_count: 1,
                 message_count: 40,
                 client_count: 2,
+                e2e_histogram: Some(LatencyHistogram {
+                    count: 3,
+                    sum_seconds: 0.5,
+                    bounds: vec![0.1, 1.0],
+                    counts: vec![1, 2, 0],
+                }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -233,6 +279,14 @@ mod tests {
             "nsq_channel_in_flight{topic=\"orders\",channel=\"billing\",node=\"h:4151\"} 1"
         ));
         assert!(text.contains("# TYPE nsq_channel_messages counter"));
+        assert!(text.contains("# TYPE nsq_channel_e2e_processing_latency_seconds histogram"));
+        assert!(text.contains(
+            "nsq_channel_e2e_processing_latency_seconds_bucket{topic=\"orders\",channel=\"billing\",node=\"h:4151\",le=\"1.0\"} 3"
+        ), "{text}");
+        assert!(text.contains(
+            "nsq_channel_e2e_processing_latency_seconds_bucket{topic=\"orders\",channel=\"billing\",node=\"h:4151\",le=\"+Inf\"} 3"
+        ));
+        assert!(text.contains("process_cpu_seconds_total "));
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -474,7 +474,64 @@ pub async fn topic(
         storage_cells(&t),
     );
     s.push_str(&channels_table(&admin, &topic, &t));
+    s.push_str(&settings_table(&t));
     layout(&admin, &format!("Topic {topic}"), &q, &warnings, &s).into_response()
+}
+
+/// Per node, the topic's settings in force (`/topic/config`; beyond NSQ); a value the
+/// topic sets itself is marked, the others come from the node's flags.
+fn settings_table(t: &TopicStats) -> String {
+    let nodes: Vec<&TopicStats> = t
+        .nodes
+        .iter()
+        .filter(|n| n.effective_config.is_some())
+        .collect();
+    if nodes.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "<h2>Settings</h2><p class=\"muted\">In force on each node; <b>bold</b> = set for this \
+         topic (<code>PUT /topic/config</code> on nsqd), the rest are the node's flags.</p>\
+         <table id=\"topic-settings\"><thead><tr><th>Node</th>",
+    );
+    for (name, unit) in clusterinfo::TOPIC_SETTINGS {
+        let _ = write!(s, "<th>{} ({unit})</th>", esc(name));
+    }
+    s.push_str("</tr></thead><tbody>");
+    for n in nodes {
+        let _ = write!(
+            s,
+            "<tr data-settings-node=\"{}\"><td>{}</td>",
+            esc(&n.node),
+            esc(&n.node)
+        );
+        for (name, _) in clusterinfo::TOPIC_SETTINGS {
+            let value = n
+                .effective_config
+                .as_ref()
+                .and_then(|c| c.get(name))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let overridden = n
+                .config
+                .as_ref()
+                .and_then(|c| c.get(name))
+                .is_some_and(|v| !v.is_null());
+            let _ = write!(
+                s,
+                "<td data-setting=\"{}\" data-overridden=\"{overridden}\">{}</td>",
+                esc(name),
+                if overridden {
+                    format!("<b>{}</b>", esc(&value))
+                } else {
+                    esc(&value)
+                }
+            );
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</tbody></table>");
+    s
 }
 
 fn channels_table(admin: &Admin, topic: &str, t: &TopicStats) -> String {

@@ -1,5 +1,6 @@
 //! `GET /metrics`: what nsqlookupd knows, in the Prometheus text format (prometheus-client
-//! does the encoding): live producers, topics, channels per topic, producers per topic.
+//! does the encoding): live producers, topics, channels per topic, producers per topic; and the
+//! standard process_* metrics.
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub fn render(l: &Lookupd) -> String {
         "live, not tombstoned producers per topic",
         topic_producers.clone(),
     );
+    process_metrics::register(&mut reg);
     {
         let db = l.db.lock();
         let (inactive, tomb) = (l.opts.inactive_producer_timeout, l.opts.tombstone_lifetime);

@@ -480,6 +480,7 @@ impl Channel {
             },
             paused: self.is_paused(),
             e2e_processing_latency: self.e2e.stats(percentiles),
+            e2e_processing_latency_histogram: self.e2e.histogram(),
             oldest_unfinished_age_ms: match cs.oldest_unfinished_ts {
                 0 => 0,
                 ts => (self.clock.unix_ns().saturating_sub(ts).max(0) / 1_000_000) as u64,
@@ -505,6 +506,8 @@ pub struct ChannelStats {
     pub clients: Vec<ClientStats>,
     pub paused: bool,
     pub e2e_processing_latency: LatencyStats,
+    /// Beyond NSQ: every e2e latency since start, bucketed (the /metrics histogram).
+    pub e2e_processing_latency_histogram: crate::stats::HistogramStats,
     /// Beyond NSQ: age of the oldest message the channel has not finished (consumer lag in
     /// time; 0 when it has finished everything).
     pub oldest_unfinished_age_ms: u64,
@@ -521,6 +524,8 @@ impl ChannelStats {
     /// An external reader (engine/src/external.rs) as a channel: depth from its cursor
     /// file, nothing in flight.
     pub fn external(r: engine::external::ExternalReaderInfo, percentiles: &[f64]) -> Self {
+        // No FINs reach nsqd from an external reader: empty latency figures.
+        let none = crate::stats::Quantiles::new(false, Duration::ZERO);
         ChannelStats {
             channel_name: r.name,
             depth: r.depth,
@@ -533,8 +538,8 @@ impl ChannelStats {
             client_count: 0,
             clients: Vec::new(),
             paused: false,
-            e2e_processing_latency: crate::stats::Quantiles::new(false, Duration::ZERO)
-                .stats(percentiles),
+            e2e_processing_latency: none.stats(percentiles),
+            e2e_processing_latency_histogram: none.histogram(),
             oldest_unfinished_age_ms: 0,
             external: true,
             cursor_error: r.error,

@@ -40,7 +40,13 @@ pub fn router_for(nsqd: Shared, over_tls: bool) -> Router {
         .route("/stats", get(stats))
         .route("/metrics", get(crate::metrics::handler))
         .route("/config/{opt}", get(config_get).put(config_put))
-        .route("/debug", get(debug));
+        .route("/debug", get(debug))
+        .route("/debug/pprof", get(crate::pprof::index))
+        .route("/debug/pprof/", get(crate::pprof::index))
+        .route("/debug/pprof/profile", get(crate::pprof::profile))
+        .route("/debug/pprof/heap", get(crate::pprof::heap))
+        .route("/debug/pprof/cmdline", get(crate::pprof::cmdline))
+        .route("/debug/pprof/{name}", get(crate::pprof::other));
     // Admin actions, one handler each (crate::http_admin).
     r = r.merge(crate::http_admin::routes());
     r.merge(crate::http_log::routes())

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod nsq_import;
 pub mod nsqd;
 pub mod options;
+pub mod pprof;
 pub mod protocol_v2;
 pub mod server;
 pub mod stats;

@@ -1,6 +1,7 @@
 //! `GET /metrics`: the figures of /stats in the Prometheus text format (prometheus-client
 //! does the encoding), built fresh at each scrape from the same topic/channel stats.
-//! Counters carry `_total`; e2e latency is exported as the configured percentiles.
+//! Counters carry `_total`; e2e latency is a histogram per topic and channel (every FIN
+//! since start); the process_* metrics are Prometheus' standard ones.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -8,13 +9,16 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::nsqd::Nsqd;
+use crate::stats::HistogramStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabels {
@@ -25,13 +29,6 @@ struct TopicLabels {
 struct ChannelLabels {
     topic: String,
     channel: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct QuantileLabels {
-    topic: String,
-    channel: String,
-    quantile: String,
 }
 
 fn gauges<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Gauge>
@@ -56,25 +53,54 @@ fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Resident set size from /proc (Linux); 0 elsewhere.
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-        })
-        .unwrap_or(0)
-        * 1024
+/// The e2e latency histograms of one scrape, encoded by prometheus-client as one
+/// `histogram` family per level (topic, channel). prometheus-client's own `Histogram` cannot
+/// be read back for /stats, so nsqd keeps its own atomic buckets
+/// ([`crate::stats::LatencyHistogram`]) and hands the readings to the encoder here.
+#[derive(Debug, Default)]
+struct LatencyHistograms {
+    topics: Vec<(TopicLabels, HistogramStats)>,
+    channels: Vec<(ChannelLabels, HistogramStats)>,
 }
 
-fn open_fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
+fn encode_histogram(
+    enc: &mut prometheus_client::encoding::MetricEncoder,
+    h: &HistogramStats,
+) -> Result<(), std::fmt::Error> {
+    let buckets: Vec<(f64, u64)> = h
+        .bounds
+        .iter()
+        .copied()
+        .chain(std::iter::once(f64::MAX)) // the encoder's +Inf
+        .zip(h.counts.iter().copied())
+        .collect();
+    enc.encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &buckets, None)
+}
+
+impl Collector for LatencyHistograms {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut m = enc.encode_descriptor(
+                "nsq_topic_e2e_processing_latency_seconds",
+                "end-to-end processing latency (publish to FIN) of the topic's channels, since start",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (labels, h) in &self.topics {
+                encode_histogram(&mut m.encode_family(labels)?, h)?;
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "nsq_channel_e2e_processing_latency_seconds",
+            "end-to-end processing latency (publish to FIN), since start",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, h) in &self.channels {
+            encode_histogram(&mut m.encode_family(labels)?, h)?;
+        }
+        Ok(())
+    }
 }
 
 pub fn render(nsqd: &Nsqd) -> String {
@@ -122,11 +148,31 @@ pub fn render(nsqd: &Nsqd) -> String {
         "nsq_channel_timeouts",
         "messages timed out in flight",
     );
-    let c_e2e = Family::<QuantileLabels, Gauge<f64, AtomicU64>>::default();
+    let c_lag = Family::<ChannelLabels, Gauge<f64, AtomicU64>>::default();
     reg.register(
-        "nsq_channel_e2e_processing_latency_seconds",
-        "end-to-end processing latency (publish to FIN) percentiles over the configured window",
-        c_e2e.clone(),
+        "nsq_channel_oldest_unfinished_age_seconds",
+        "age of the oldest message the channel has not finished (consumer lag in time)",
+        c_lag.clone(),
+    );
+    let t_disk_bytes = gauges::<TopicLabels>(
+        &mut reg,
+        "nsq_topic_disk_bytes",
+        "bytes of the topic's log on disk",
+    );
+    let t_segments = gauges::<TopicLabels>(
+        &mut reg,
+        "nsq_topic_disk_segments",
+        "segment files of the topic's log",
+    );
+    let t_corrupt = gauges::<TopicLabels>(
+        &mut reg,
+        "nsq_topic_corrupt_records",
+        "damaged records skipped by recovery when the topic was opened",
+    );
+    let t_storage_error = gauges::<TopicLabels>(
+        &mut reg,
+        "nsq_topic_storage_error",
+        "1 while the topic is in a storage error (see /stats for the message)",
     );
     let clients = Gauge::<i64>::default();
     reg.register("nsq_clients", "connected TCP clients", clients.clone());
@@ -136,20 +182,8 @@ pub fn render(nsqd: &Nsqd) -> String {
         "1 if /ping answers OK (no storage error)",
         healthy.clone(),
     );
-    let rss = Gauge::<i64>::default();
-    reg.register(
-        "process_resident_memory_bytes",
-        "resident memory",
-        rss.clone(),
-    );
-    let fds = Gauge::<i64>::default();
-    reg.register("process_open_fds", "open file descriptors", fds.clone());
-    let start = Gauge::<i64>::default();
-    reg.register(
-        "process_start_time_seconds",
-        "start time, unix seconds",
-        start.clone(),
-    );
+    process_metrics::register(&mut reg);
+    let mut histograms = LatencyHistograms::default();
 
     let opts = nsqd.opts();
     for t in nsqd.topics() {
@@ -182,22 +216,26 @@ pub fn render(nsqd: &Nsqd) -> String {
             c_msgs.get_or_create(&cl).inc_by(c.message_count);
             c_req.get_or_create(&cl).inc_by(c.requeue_count);
             c_to.get_or_create(&cl).inc_by(c.timeout_count);
-            for p in c.e2e_processing_latency.percentiles.iter().flatten() {
-                c_e2e
-                    .get_or_create(&QuantileLabels {
-                        topic: s.topic_name.clone(),
-                        channel: c.channel_name.clone(),
-                        quantile: p.quantile.to_string(),
-                    })
-                    .set(p.value as f64 / 1e9);
-            }
+            c_lag
+                .get_or_create(&cl)
+                .set(c.oldest_unfinished_age_ms as f64 / 1000.0);
+            histograms
+                .channels
+                .push((cl, c.e2e_processing_latency_histogram.clone()));
         }
+        t_disk_bytes.get_or_create(&tl).set(i(s.disk_bytes));
+        t_segments.get_or_create(&tl).set(s.disk_segments as i64);
+        t_corrupt.get_or_create(&tl).set(i(s.corrupt_records));
+        t_storage_error
+            .get_or_create(&tl)
+            .set(!s.storage_error.is_empty() as i64);
+        histograms
+            .topics
+            .push((tl, s.e2e_processing_latency_histogram));
     }
+    reg.register_collector(Box::new(histograms));
     clients.set(nsqd.clients.lock().len() as i64);
     healthy.set(nsqd.health().is_none() as i64);
-    rss.set(i(rss_bytes()));
-    fds.set(i(open_fds()));
-    start.set(nsqd.start_time);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
         return "# encoding failed\n".into();

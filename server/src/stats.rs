@@ -6,6 +6,7 @@
 //! (one short lock, no allocation once warm), and bounded in memory.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,63 @@ type Samples = Arc<Mutex<VecDeque<(Instant, u64)>>>;
 pub struct Quantiles {
     inner: Option<Samples>,
     window: Duration,
+    /// Every latency since start, bucketed: /metrics exports it as a Prometheus histogram.
+    /// Always on (a few atomic adds), whatever the percentile flags say.
+    histogram: Arc<LatencyHistogram>,
+}
+
+/// Upper bounds (seconds) of the e2e latency histogram's buckets; a last bucket, +Inf,
+/// takes the rest. From 1 ms (a consumer on the same host) to 5 min (a stuck one).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// A cumulative latency histogram with atomic buckets (no lock on the FIN path).
+#[derive(Default)]
+pub struct LatencyHistogram {
+    /// Per bucket, not cumulative; the last one is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A reading of a [`LatencyHistogram`], as /stats shows it (beyond NSQ) and /metrics
+/// encodes it: `counts[i]` messages took at most `bounds[i]` seconds and more than the
+/// bound before; the last count (one more than `bounds`) is the +Inf bucket.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct HistogramStats {
+    pub count: u64,
+    pub sum_seconds: f64,
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, latency_ns: u64) {
+        let secs = latency_ns as f64 / 1e9;
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(latency_ns, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> HistogramStats {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        HistogramStats {
+            // The sum of the buckets, so count and buckets agree within one reading.
+            count: counts.iter().sum(),
+            sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            bounds: LATENCY_BUCKETS.to_vec(),
+            counts,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,10 +101,17 @@ impl Quantiles {
         Quantiles {
             inner: enabled.then(|| Arc::new(Mutex::new(VecDeque::with_capacity(1024)))),
             window,
+            histogram: Arc::default(),
         }
     }
 
+    /// Every latency recorded since start, bucketed.
+    pub fn histogram(&self) -> HistogramStats {
+        self.histogram.stats()
+    }
+
     pub fn record(&self, latency_ns: u64) {
+        self.histogram.observe(latency_ns);
         if let Some(inner) = &self.inner {
             let mut q = inner.lock();
             if q.len() >= MAX_SAMPLES {
@@ -116,6 +181,22 @@ mod tests {
         assert_eq!(p[0].value, 50);
         assert_eq!(p[1].value, 99);
         assert_eq!(p[2].value, 100);
+    }
+
+    #[test]
+    fn histogram_buckets_every_latency() {
+        let q = Quantiles::new(false, Duration::from_secs(60));
+        q.record(500_000); // 0.5 ms: first bucket
+        q.record(1_000_000); // exactly 1 ms: still the first (le is inclusive)
+        q.record(70_000_000); // 70 ms: the 0.1 s bucket
+        q.record(400_000_000_000); // 400 s: +Inf
+        let h = q.histogram();
+        assert_eq!(h.count, 4);
+        assert_eq!(h.counts.len(), LATENCY_BUCKETS.len() + 1);
+        assert_eq!(h.counts[0], 2);
+        assert_eq!(h.counts[6], 1);
+        assert_eq!(h.counts[LATENCY_BUCKETS.len()], 1);
+        assert!((h.sum_seconds - 400.0715).abs() < 1e-6);
     }
 
     #[test]

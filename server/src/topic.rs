@@ -204,10 +204,37 @@ impl Topic {
             message_bytes: self.message_bytes.load(Ordering::Relaxed),
             paused: self.is_paused(),
             e2e_processing_latency: self.e2e.stats(percentiles),
+            e2e_processing_latency_histogram: self.e2e.histogram(),
+            config: self.inner.config(),
+            effective_config: EffectiveConfig::of(&self.inner.effective_options()),
             disk_bytes: ts.log_bytes,
             disk_segments: ts.segments,
             corrupt_records: ts.corrupt_records,
             storage_error: ts.storage_error.unwrap_or_default(),
+        }
+    }
+}
+
+/// The per-topic settings in force, with `/topic/config`'s names and units (ms, bytes).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct EffectiveConfig {
+    pub mem_queue_size: u64,
+    pub sync_every: u64,
+    pub sync_timeout: u64,
+    pub retention_time: u64,
+    pub retention_bytes: u64,
+    pub max_bytes: u64,
+}
+
+impl EffectiveConfig {
+    pub fn of(e: &engine::EngineOptions) -> EffectiveConfig {
+        EffectiveConfig {
+            mem_queue_size: e.mem_queue_size as u64,
+            sync_every: e.sync_every,
+            sync_timeout: u64::try_from(e.sync_timeout.as_millis()).unwrap_or(u64::MAX),
+            retention_time: u64::try_from(e.retention_time.as_millis()).unwrap_or(u64::MAX),
+            retention_bytes: e.retention_bytes,
+            max_bytes: e.max_bytes_per_topic,
         }
     }
 }
@@ -223,6 +250,12 @@ pub struct TopicStats {
     pub message_bytes: u64,
     pub paused: bool,
     pub e2e_processing_latency: LatencyStats,
+    /// Beyond NSQ: every e2e latency since start, bucketed (the /metrics histogram).
+    pub e2e_processing_latency_histogram: crate::stats::HistogramStats,
+    /// Beyond NSQ: the topic's own settings (`/topic/config`); `null` = the node-wide flag.
+    pub config: engine::TopicConfig,
+    /// Beyond NSQ: the settings in force (the flags with `config` applied).
+    pub effective_config: EffectiveConfig,
     /// Beyond NSQ: bytes of the topic's log on disk and its segment count.
     pub disk_bytes: u64,
     pub disk_segments: usize,

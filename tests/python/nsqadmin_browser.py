@@ -80,6 +80,8 @@ def main():
     p.add_argument("--channel-in-flight", type=int, required=True)
     p.add_argument("--counter", type=int, required=True)
     p.add_argument("--nodes", nargs="+", required=True)
+    p.add_argument("--tuned-node", required=True)
+    p.add_argument("--tuned-mem-queue-size", type=int, required=True)
     p.add_argument("--screenshots", required=True)
     a = p.parse_args()
     os.makedirs(a.screenshots, exist_ok=True)
@@ -107,6 +109,25 @@ def main():
             assert int(ch[1]) == a.channel_depth, ch
             assert int(ch[3]) == a.channel_in_flight, ch
             seen["topic_channel_depth"] = int(ch[1])
+
+            # Settings table: the node whose topic sets mem_queue_size shows it, marked.
+            cell = d.find_element(
+                By.CSS_SELECTOR,
+                "#topic-settings tr[data-settings-node='%s'] td[data-setting='mem_queue_size']"
+                % a.tuned_node,
+            )
+            assert cell.get_attribute("data-overridden") == "true", cell.get_attribute("outerHTML")
+            assert int(cell.text) == a.tuned_mem_queue_size, cell.text
+            seen["settings_mem_queue_size"] = int(cell.text)
+            for n in a.nodes:
+                if n == a.tuned_node:
+                    continue
+                other = d.find_element(
+                    By.CSS_SELECTOR,
+                    "#topic-settings tr[data-settings-node='%s'] td[data-setting='mem_queue_size']"
+                    % n,
+                )
+                assert other.get_attribute("data-overridden") == "false", other.text
 
             def charted():
                 d.refresh()

@@ -714,24 +714,58 @@ fn scrape(addr: SocketAddr, path: &str) -> Vec<Sample> {
     let text = String::from_utf8(body).unwrap();
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let s = prometheus_parse::Scrape::parse(lines).unwrap();
-    s.samples
-        .into_iter()
-        .map(|smp| {
-            let v = match smp.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                other => panic!("unexpected sample {other:?}"),
-            };
-            let mut labels: Vec<(String, String)> = smp
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            labels.sort();
-            (smp.metric, labels, v)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for smp in s.samples {
+        let mut labels: Vec<(String, String)> = smp
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.sort();
+        match smp.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => out.push((smp.metric, labels, v)),
+            // One sample per bucket, as the text has them: `<name>_bucket{..., le}`.
+            prometheus_parse::Value::Histogram(buckets) => {
+                for b in buckets {
+                    let le = if b.less_than.is_infinite() {
+                        "+Inf".to_string()
+                    } else {
+                        b.less_than.to_string()
+                    };
+                    let mut l = labels.clone();
+                    l.push(("le".to_string(), le));
+                    l.sort();
+                    out.push((format!("{}_bucket", smp.metric), l, b.count));
+                }
+            }
+            other => panic!("unexpected sample {other:?}"),
+        }
+    }
+    out
+}
+
+/// The process_* metrics every daemon exports, with sane values.
+fn check_process_metrics(samples: &[Sample], who: &str) {
+    let get = |m: &str| value(samples, m, &[]).unwrap_or_else(|| panic!("{who}: {m} missing"));
+    assert!(get("process_cpu_seconds_total") >= 0.0);
+    let rss = get("process_resident_memory_bytes");
+    assert!(rss > 0.0, "{who}");
+    assert!(get("process_virtual_memory_bytes") >= rss, "{who}");
+    let fds = get("process_open_fds");
+    assert!(fds >= 3.0, "{who}");
+    assert!(get("process_max_fds") >= fds, "{who}");
+    assert!(get("process_threads") >= 1.0, "{who}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = get("process_start_time_seconds");
+    assert!(
+        start <= now + 1.0 && start > now - 600.0,
+        "{who}: start {start}, now {now}"
+    );
 }
 
 fn value(samples: &[Sample], metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -829,6 +863,16 @@ fn metrics_match_stats_after_publish_and_consume() {
     );
     assert_eq!(value(&samples, "nsq_channel_in_flight", &cla), Some(1.0));
     assert_eq!(value(&samples, "nsqadmin_upstream_errors", &[]), Some(0.0));
+    check_process_metrics(&samples, "nsqadmin");
+    // nsqd's e2e histogram, per node: the one FIN on a.
+    let h = "nsq_channel_e2e_processing_latency_seconds";
+    assert_eq!(value(&samples, &format!("{h}_count"), &cla), Some(1.0));
+    let mut inf = cla.to_vec();
+    inf.push(("le", "+Inf"));
+    assert_eq!(value(&samples, &format!("{h}_bucket"), &inf), Some(1.0));
+    let nb = node_name(&b);
+    let clb = [("topic", "m"), ("channel", "work"), ("node", nb.as_str())];
+    assert_eq!(value(&samples, &format!("{h}_count"), &clb), Some(0.0));
 
     // nsqd's own /metrics: the same figures without the node label.
     for n in [&a, &b] {
@@ -871,7 +915,32 @@ fn metrics_match_stats_after_publish_and_consume() {
             Some(f(&ch["client_count"]))
         );
         assert_eq!(value(&samples, "nsq_health_ok", &[]), Some(1.0));
-        assert!(value(&samples, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
+        check_process_metrics(&samples, "nsqd");
+        // nsqd started this test: its start time is the one /stats reports.
+        let stats = n.stats().unwrap();
+        let start = value(&samples, "process_start_time_seconds", &[]).unwrap();
+        assert!((start - stats["start_time"].as_f64().unwrap()).abs() < 5.0);
+        // The e2e histogram counts every FIN: one on a, none on b.
+        let fins = if n.http == a.http { 1.0 } else { 0.0 };
+        let h = "nsq_channel_e2e_processing_latency_seconds";
+        assert_eq!(value(&samples, &format!("{h}_count"), &cl), Some(fins));
+        let inf = [("topic", "m"), ("channel", "work"), ("le", "+Inf")];
+        assert_eq!(value(&samples, &format!("{h}_bucket"), &inf), Some(fins));
+        let sum = value(&samples, &format!("{h}_sum"), &cl).unwrap();
+        assert!((fins == 0.0) == (sum == 0.0), "sum {sum} for {fins} FIN");
+        let th = "nsq_topic_e2e_processing_latency_seconds";
+        assert_eq!(value(&samples, &format!("{th}_count"), &tl), Some(fins));
+        // What only our engine shows: bytes and segments on disk, storage errors.
+        assert_eq!(
+            value(&samples, "nsq_topic_disk_bytes", &tl),
+            Some(f(&t["disk_bytes"]))
+        );
+        assert_eq!(
+            value(&samples, "nsq_topic_disk_segments", &tl),
+            Some(f(&t["disk_segments"]))
+        );
+        assert_eq!(value(&samples, "nsq_topic_storage_error", &tl), Some(0.0));
+        assert_eq!(value(&samples, "nsq_topic_corrupt_records", &tl), Some(0.0));
     }
     let sa = scrape(a.http, "/metrics");
     assert_eq!(
@@ -889,6 +958,7 @@ fn metrics_match_stats_after_publish_and_consume() {
 
     // nsqlookupd's /metrics.
     let sl = scrape(lookupd.http, "/metrics");
+    check_process_metrics(&sl, "nsqlookupd");
     assert_eq!(value(&sl, "nsqlookupd_producers", &[]), Some(2.0));
     assert_eq!(value(&sl, "nsqlookupd_topics", &[]), Some(1.0));
     assert_eq!(
@@ -899,4 +969,106 @@ fn metrics_match_stats_after_publish_and_consume() {
         value(&sl, "nsqlookupd_topic_channels", &[("topic", "m")]),
         Some(1.0)
     );
+}
+
+/// Per-topic settings (`PUT /topic/config` on nsqd): nsqd's /stats shows the topic's own
+/// settings and the ones in force, nsqadmin's `/api/topics/:topic` carries them per node
+/// (and on the aggregate while the nodes agree), and the topic page shows them with the
+/// overridden ones marked.
+#[test]
+fn topic_settings_in_stats_api_and_page() {
+    let args = [
+        "--mem-queue-size=777",
+        "--sync-every=50",
+        "--broadcast-address=127.0.0.1",
+    ];
+    let a = Nsqd::start(&args).unwrap();
+    let b = Nsqd::start(&args).unwrap();
+    publish(&a, "tuned", 1);
+    publish(&b, "tuned", 1);
+    let admin = Nsqadmin::start(&[
+        format!("--nsqd-http-address={}", a.http),
+        format!("--nsqd-http-address={}", b.http),
+    ])
+    .unwrap();
+
+    // Before any override: nulls, and the flags in force; the aggregate agrees.
+    let t = nsqd_topic(&a, "tuned").unwrap();
+    assert!(t["config"]["mem_queue_size"].is_null(), "{t}");
+    assert_eq!(t["effective_config"]["mem_queue_size"], 777);
+    assert_eq!(t["effective_config"]["sync_every"], 50);
+    let v = api(&admin, "/api/topics/tuned");
+    assert_eq!(v["effective_config"]["mem_queue_size"], 777, "{v}");
+
+    let (st, body) = nsq_blackbox_tests::http(
+        "PUT",
+        a.http,
+        "/topic/config?topic=tuned",
+        br#"{"mem_queue_size": 5, "retention_time": 60000}"#,
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+
+    let t = nsqd_topic(&a, "tuned").unwrap();
+    assert_eq!(t["config"]["mem_queue_size"], 5, "{t}");
+    assert_eq!(t["config"]["retention_time"], 60000);
+    assert!(t["config"]["sync_every"].is_null());
+    assert_eq!(t["effective_config"]["mem_queue_size"], 5);
+    assert_eq!(t["effective_config"]["retention_time"], 60000);
+    assert_eq!(t["effective_config"]["sync_every"], 50);
+    // Channels carry no settings; b is untouched.
+    let tb = nsqd_topic(&b, "tuned").unwrap();
+    assert_eq!(tb["effective_config"]["mem_queue_size"], 777);
+
+    let v = api(&admin, "/api/topics/tuned");
+    let nodes = v["nodes"].as_array().unwrap();
+    let na = nodes
+        .iter()
+        .find(|n| n["node"] == node_name(&a))
+        .unwrap_or_else(|| panic!("{v}"));
+    let nb = nodes.iter().find(|n| n["node"] == node_name(&b)).unwrap();
+    assert_eq!(na["config"]["mem_queue_size"], 5, "{v}");
+    assert_eq!(na["effective_config"]["retention_time"], 60000);
+    assert!(nb["config"]["mem_queue_size"].is_null());
+    assert_eq!(nb["effective_config"]["mem_queue_size"], 777);
+    // The nodes now differ: the aggregate says so with null.
+    assert!(v["effective_config"].is_null(), "{v}");
+
+    let html = page(&admin, "/topics/tuned", &[]);
+    assert!(html.contains("id=\"topic-settings\""), "{html}");
+    let row_a = html
+        .split(&format!("<tr data-settings-node=\"{}\">", node_name(&a)))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{html}"));
+    let row_a = row_a.split("</tr>").next().unwrap();
+    assert!(
+        row_a
+            .contains("<td data-setting=\"mem_queue_size\" data-overridden=\"true\"><b>5</b></td>"),
+        "{row_a}"
+    );
+    assert!(
+        row_a.contains("<td data-setting=\"sync_every\" data-overridden=\"false\">50</td>"),
+        "{row_a}"
+    );
+
+    // Found by running NSQ 1.3's nsqadmin beside ours on the same nsqd (--nsqd-http-address):
+    // its nodes list their topics from /stats, channels carry client_count, and a topic no
+    // node has is a 502.
+    let v = api(&admin, "/api/nodes");
+    for n in v["nodes"].as_array().unwrap() {
+        assert_eq!(
+            n["topics"],
+            json!([{"topic": "tuned", "tombstoned": false}]),
+            "{v}"
+        );
+    }
+    let (st, _) = http_post(a.http, "/channel/create?topic=tuned&channel=c", b"").unwrap();
+    assert_eq!(st, 200);
+    let ch = api(&admin, "/api/topics/tuned/c");
+    assert_eq!(ch["client_count"], 0, "{ch}");
+    assert_eq!(ch["nodes"][0]["client_count"], 0, "{ch}");
+    let (st, body) = http_get(admin.http, "/api/topics/nowhere").unwrap();
+    assert_eq!(st, 502);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["message"], "UPSTREAM_ERROR: failed to query any nsqd: ");
 }

@@ -42,6 +42,15 @@ fn pages_in_headless_chromium() {
             http_post(n.http, "/channel/create?topic=orders&channel=billing", b"").unwrap();
         assert_eq!(st, 200);
     }
+    // A per-topic setting on a: the topic page's settings table shows it, marked.
+    let (st, _) = nsq_blackbox_tests::http(
+        "PUT",
+        a.http,
+        "/topic/config?topic=orders",
+        br#"{"mem_queue_size": 5}"#,
+    )
+    .unwrap();
+    assert_eq!(st, 200);
     let mut c = RawConn::connect(a.tcp).unwrap();
     c.cmd(
         "IDENTIFY",
@@ -99,6 +108,10 @@ fn pages_in_headless_chromium() {
         sum("message_count").to_string(),
         "--screenshots".into(),
         shots.display().to_string(),
+        "--tuned-node".into(),
+        format!("127.0.0.1:{}", a.http.port()),
+        "--tuned-mem-queue-size".into(),
+        "5".into(),
         "--nodes".into(),
     ];
     py.extend(nodes);
@@ -113,6 +126,7 @@ fn pages_in_headless_chromium() {
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["overview_messages"], 10);
     assert_eq!(seen["topic_channel_depth"], sum("depth"));
+    assert_eq!(seen["settings_mem_queue_size"], 5);
     assert_eq!(seen["depth_after_empty"], 0);
     // What the browser clicked reached both nsqd.
     for n in [&a, &b] {
