@@ -429,9 +429,22 @@ pub fn validate(o: &Options) -> Result<(), String> {
 }
 
 impl Options {
+    /// `--tls-required` as in force: as NSQ does, a `--tls-client-auth-policy` without
+    /// `--tls-required` requires TLS everywhere (a client certificate policy means nothing
+    /// for clients that may skip TLS).
+    fn tls_required_mode(&self) -> String {
+        let given = self.tls_required.to_ascii_lowercase();
+        let not_required = matches!(given.as_str(), "" | "false" | "0" | "f");
+        if not_required && !self.tls_client_auth_policy.is_empty() {
+            "true".to_string()
+        } else {
+            given
+        }
+    }
+
     pub fn tls_required(&self) -> bool {
         matches!(
-            self.tls_required.to_ascii_lowercase().as_str(),
+            self.tls_required_mode().as_str(),
             "true" | "1" | "t" | "tcp-https"
         )
     }
@@ -439,10 +452,7 @@ impl Options {
     /// `--tls-required=true` also refuses plain HTTP (NSQ's TLSRequired); `tcp-https`
     /// only requires TLS on TCP (NSQ's TLSRequiredExceptHTTP).
     pub fn tls_required_on_http(&self) -> bool {
-        matches!(
-            self.tls_required.to_ascii_lowercase().as_str(),
-            "true" | "1" | "t"
-        )
+        matches!(self.tls_required_mode().as_str(), "true" | "1" | "t")
     }
 
     /// NSQ's numeric tls_required as /config reports it: 0 not required, 1 except HTTP,
@@ -496,6 +506,19 @@ pub fn with_config_file(args: Vec<String>) -> Result<(Vec<String>, Vec<String>),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_auth_policy_requires_tls_as_in_nsq() {
+        let mut o = Options::parse_from(["nsqd", "--tls-client-auth-policy=require"]);
+        assert!(o.tls_required() && o.tls_required_on_http());
+        assert_eq!(o.tls_required_code(), 2);
+        o.tls_required = "tcp-https".into(); // an explicit setting is kept
+        assert!(o.tls_required() && !o.tls_required_on_http());
+        o.tls_client_auth_policy.clear();
+        o.tls_required = "false".into();
+        assert!(!o.tls_required());
+        assert_eq!(o.tls_required_code(), 0);
+    }
 
     #[test]
     fn go_durations() {

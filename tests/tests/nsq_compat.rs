@@ -321,6 +321,40 @@ fn tls_required_refuses_plain_http_and_https_serves_the_api() {
     assert_eq!(topics[0]["message_count"], 1);
 }
 
+/// As in NSQ, `--tls-client-auth-policy` without `--tls-required` requires TLS everywhere:
+/// plain HTTP answers 403 TLS_REQUIRED.
+#[test]
+fn a_client_auth_policy_alone_refuses_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(dir.path()).unwrap();
+    let (tcp, http, https) = (local(free_port()), local(free_port()), local(free_port()));
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let _d = start_daemon(
+        "nsqd",
+        &[
+            format!("--tcp-address={tcp}"),
+            format!("--http-address={http}"),
+            format!("--https-address={https}"),
+            format!("--data-path={}", data.display()),
+            format!("--tls-cert={}", cert.display()),
+            format!("--tls-key={}", key.display()),
+            "--tls-client-auth-policy=require".into(),
+        ],
+        &dir.path().join("nsqd.log"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || http_get(http, "/ping")
+            .map(|(s, _)| s == 403)
+            .unwrap_or(false)),
+        "plain HTTP was not refused"
+    );
+    let (status, _, body) = http_full("POST", http, "/pub?topic=sec", b"secret");
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("TLS_REQUIRED"));
+}
+
 #[test]
 fn tls_client_auth_policy_applies_to_https() {
     let dir = tempfile::tempdir().unwrap();
@@ -330,6 +364,9 @@ fn tls_client_auth_policy_applies_to_https() {
         &format!("--tls-key={}", key.display()),
         "--tls-client-auth-policy=require-verify",
         &format!("--tls-root-ca-file={}", cert.display()),
+        // A client auth policy alone requires TLS on plain HTTP too (as in NSQ; checked
+        // below); TCP-only keeps plain HTTP for the harness's readiness check.
+        "--tls-required=tcp-https",
     ])
     .unwrap();
     let r = https_client(&cert)
@@ -341,6 +378,7 @@ fn tls_client_auth_policy_applies_to_https() {
         &format!("--tls-cert={}", cert.display()),
         &format!("--tls-key={}", key.display()),
         "--tls-client-auth-policy=require",
+        "--tls-required=tcp-https",
     ])
     .unwrap();
     let url = format!("https://localhost:{}/ping", any.https.port());

@@ -149,6 +149,9 @@ fn http_client_tls_options_against_require_verify_nsqd() {
         &format!("--tls-key={}", pki.server_key.display()),
         &format!("--tls-root-ca-file={}", pki.ca.display()),
         "--tls-client-auth-policy=require-verify",
+        // TLS on TCP and HTTPS; plain HTTP stays open for the harness's readiness check
+        // (a client auth policy alone would refuse it, as NSQ does).
+        "--tls-required=tcp-https",
     ])
     .unwrap();
 
