@@ -572,10 +572,7 @@ async fn page_action(
 // ------------------------------------------------------------------ reads
 
 fn param(q: &Option<String>, key: &str) -> Option<String> {
-    q.as_deref()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then(|| pages::url_decode(v))
-    })
+    edge::http_api::query_param(q.as_deref(), key)
 }
 
 async fn api_topics(State(admin): State<Shared>, RawQuery(q): RawQuery) -> Response {
