@@ -2,47 +2,14 @@
 //! one series per topic/channel and node (label `node`, NSQ's `broadcast_address:http_port`).
 //! Counters (`_total`) are nsqd's cumulative counts. Encoding is prometheus-client's.
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use nsq_metrics::{counter_family, gauge_family, gauge_value as g, HistogramFamily};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::clusterinfo::{LatencyHistogram, Producer, TopicStats};
-
-/// Each node's e2e latency histogram (from its /stats), re-encoded by prometheus-client as
-/// `nsq_channel_e2e_processing_latency_seconds` with the node label.
-#[derive(Debug, Default)]
-struct ChannelHistograms(Vec<(ChannelLabels, LatencyHistogram)>);
-
-impl Collector for ChannelHistograms {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut m = enc.encode_descriptor(
-            "nsq_channel_e2e_processing_latency_seconds",
-            "end-to-end processing latency (publish to FIN) since nsqd started, per node",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (labels, h) in &self.0 {
-            let buckets: Vec<(f64, u64)> = h
-                .bounds
-                .iter()
-                .copied()
-                .chain(std::iter::once(f64::MAX)) // the encoder's +Inf
-                .zip(h.counts.iter().copied())
-                .collect();
-            m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
-                h.sum_seconds,
-                h.count,
-                &buckets,
-                None,
-            )?;
-        }
-        Ok(())
-    }
-}
+use crate::clusterinfo::{Producer, TopicStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabels {
@@ -75,28 +42,6 @@ struct NodeLabels {
 type G = Family<TopicLabels, Gauge>;
 type CG = Family<ChannelLabels, Gauge>;
 type CC = Family<ChannelLabels, Counter>;
-
-fn gauge_family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Gauge>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, Gauge>::default();
-    reg.register(name, help, f.clone());
-    f
-}
-
-fn counter_family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, Counter>::default();
-    reg.register(name, help, f.clone());
-    f
-}
-
-fn g(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
 
 /// Render the Prometheus text exposition for one cluster snapshot.
 pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors: usize) -> String {
@@ -173,8 +118,12 @@ pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors
         "end-to-end processing latency (publish to FIN) percentiles over nsqd's window, as nsqd reports them (--e2e-processing-latency-percentile)",
         c_e2e.clone(),
     );
-    process_metrics::register(&mut reg);
-    let mut histograms = ChannelHistograms::default();
+    nsq_metrics::register_process(&mut reg);
+    // Each node's e2e latency histogram from its /stats, re-encoded with the node label.
+    let mut c_e2e_hist = HistogramFamily::<ChannelLabels>::new(
+        "nsq_channel_e2e_processing_latency_seconds",
+        "end-to-end processing latency (publish to FIN) since nsqd started, per node",
+    );
 
     errors.set(upstream_errors as i64);
     for p in producers {
@@ -214,7 +163,7 @@ pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors
             c_requeue.get_or_create(&cl).inc_by(c.requeue_count);
             c_timeout.get_or_create(&cl).inc_by(c.timeout_count);
             if let Some(h) = &c.e2e_histogram {
-                histograms.0.push((cl.clone(), h.clone()));
+                c_e2e_hist.push(cl.clone(), &h.bounds, &h.counts, h.sum_seconds, h.count);
             }
             for p in &c.e2e_processing_latency.percentiles {
                 let (Some(q), Some(v)) = (p.get("quantile"), p.get("max")) else {
@@ -231,7 +180,7 @@ pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors
             }
         }
     }
-    reg.register_collector(Box::new(histograms));
+    c_e2e_hist.register(&mut reg);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
         return "# encoding failed\n".into();
@@ -242,6 +191,7 @@ pub fn render(producers: &[Producer], node_stats: &[TopicStats], upstream_errors
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clusterinfo::LatencyHistogram;
 
     #[test]
     fn renders_families_with_node_label() {

@@ -41,7 +41,7 @@ pub fn render(l: &Lookupd) -> String {
         "live, not tombstoned producers per topic",
         topic_producers.clone(),
     );
-    process_metrics::register(&mut reg);
+    nsq_metrics::register_process(&mut reg);
     {
         let db = l.db.lock();
         let (inactive, tomb) = (l.opts.inactive_producer_timeout, l.opts.tombstone_lifetime);

@@ -9,16 +9,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
-use prometheus_client::metrics::counter::Counter;
+use nsq_metrics::HistogramFamily;
+use nsq_metrics::{counter_family as counters, gauge_family as gauges, gauge_value as i};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::nsqd::Nsqd;
-use crate::stats::HistogramStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabels {
@@ -29,78 +27,6 @@ struct TopicLabels {
 struct ChannelLabels {
     topic: String,
     channel: String,
-}
-
-fn gauges<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Gauge>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, Gauge>::default();
-    reg.register(name, help, f.clone());
-    f
-}
-
-fn counters<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, Counter>::default();
-    reg.register(name, help, f.clone());
-    f
-}
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// The e2e latency histograms of one scrape, encoded by prometheus-client as one
-/// `histogram` family per level (topic, channel). prometheus-client's own `Histogram` cannot
-/// be read back for /stats, so nsqd keeps its own atomic buckets
-/// ([`crate::stats::LatencyHistogram`]) and hands the readings to the encoder here.
-#[derive(Debug, Default)]
-struct LatencyHistograms {
-    topics: Vec<(TopicLabels, HistogramStats)>,
-    channels: Vec<(ChannelLabels, HistogramStats)>,
-}
-
-fn encode_histogram(
-    enc: &mut prometheus_client::encoding::MetricEncoder,
-    h: &HistogramStats,
-) -> Result<(), std::fmt::Error> {
-    let buckets: Vec<(f64, u64)> = h
-        .bounds
-        .iter()
-        .copied()
-        .chain(std::iter::once(f64::MAX)) // the encoder's +Inf
-        .zip(h.counts.iter().copied())
-        .collect();
-    enc.encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &buckets, None)
-}
-
-impl Collector for LatencyHistograms {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        {
-            let mut m = enc.encode_descriptor(
-                "nsq_topic_e2e_processing_latency_seconds",
-                "end-to-end processing latency (publish to FIN) of the topic's channels, since start",
-                None,
-                MetricType::Histogram,
-            )?;
-            for (labels, h) in &self.topics {
-                encode_histogram(&mut m.encode_family(labels)?, h)?;
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "nsq_channel_e2e_processing_latency_seconds",
-            "end-to-end processing latency (publish to FIN), since start",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (labels, h) in &self.channels {
-            encode_histogram(&mut m.encode_family(labels)?, h)?;
-        }
-        Ok(())
-    }
 }
 
 pub fn render(nsqd: &Nsqd) -> String {
@@ -182,8 +108,17 @@ pub fn render(nsqd: &Nsqd) -> String {
         "1 if /ping answers OK (no storage error)",
         healthy.clone(),
     );
-    process_metrics::register(&mut reg);
-    let mut histograms = LatencyHistograms::default();
+    nsq_metrics::register_process(&mut reg);
+    // prometheus-client's own histogram cannot be read back for /stats, so nsqd counts in
+    // its own atomic buckets (crate::stats::LatencyHistogram) and hands the readings over.
+    let mut t_e2e = HistogramFamily::<TopicLabels>::new(
+        "nsq_topic_e2e_processing_latency_seconds",
+        "end-to-end processing latency (publish to FIN) of the topic's channels, since start",
+    );
+    let mut c_e2e = HistogramFamily::<ChannelLabels>::new(
+        "nsq_channel_e2e_processing_latency_seconds",
+        "end-to-end processing latency (publish to FIN), since start",
+    );
 
     let opts = nsqd.opts();
     for t in nsqd.topics() {
@@ -219,9 +154,8 @@ pub fn render(nsqd: &Nsqd) -> String {
             c_lag
                 .get_or_create(&cl)
                 .set(c.oldest_unfinished_age_ms as f64 / 1000.0);
-            histograms
-                .channels
-                .push((cl, c.e2e_processing_latency_histogram.clone()));
+            let h = &c.e2e_processing_latency_histogram;
+            c_e2e.push(cl, &h.bounds, &h.counts, h.sum_seconds, h.count);
         }
         t_disk_bytes.get_or_create(&tl).set(i(s.disk_bytes));
         t_segments.get_or_create(&tl).set(s.disk_segments as i64);
@@ -229,11 +163,11 @@ pub fn render(nsqd: &Nsqd) -> String {
         t_storage_error
             .get_or_create(&tl)
             .set(!s.storage_error.is_empty() as i64);
-        histograms
-            .topics
-            .push((tl, s.e2e_processing_latency_histogram));
+        let h = &s.e2e_processing_latency_histogram;
+        t_e2e.push(tl, &h.bounds, &h.counts, h.sum_seconds, h.count);
     }
-    reg.register_collector(Box::new(histograms));
+    t_e2e.register(&mut reg);
+    c_e2e.register(&mut reg);
     clients.set(nsqd.clients.lock().len() as i64);
     healthy.set(nsqd.health().is_none() as i64);
     let mut out = String::new();
