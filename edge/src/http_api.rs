@@ -93,24 +93,38 @@ impl Params {
 
     /// `topic`, present and a valid name (nsqd's `MISSING_ARG_TOPIC` / `INVALID_TOPIC`).
     pub fn topic(&self) -> Result<String, ApiError> {
-        let t = self
-            .get("topic")
-            .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
-        if !protocol::names::is_valid_topic_name(t) {
-            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_TOPIC"));
-        }
-        Ok(t.to_string())
+        self.name(
+            "topic",
+            protocol::names::is_valid_topic_name,
+            "MISSING_ARG_TOPIC",
+            "INVALID_TOPIC",
+        )
     }
 
     /// `channel`, present and a valid name (`MISSING_ARG_CHANNEL` / `INVALID_ARG_CHANNEL`).
     pub fn channel(&self) -> Result<String, ApiError> {
-        let c = self
-            .get("channel")
-            .ok_or(ApiError(StatusCode::BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
-        if !protocol::names::is_valid_channel_name(c) {
-            return Err(ApiError(StatusCode::BAD_REQUEST, "INVALID_ARG_CHANNEL"));
+        self.name(
+            "channel",
+            protocol::names::is_valid_channel_name,
+            "MISSING_ARG_CHANNEL",
+            "INVALID_ARG_CHANNEL",
+        )
+    }
+
+    fn name(
+        &self,
+        key: &str,
+        valid: fn(&str) -> bool,
+        missing: &'static str,
+        invalid: &'static str,
+    ) -> Result<String, ApiError> {
+        let v = self
+            .get(key)
+            .ok_or(ApiError(StatusCode::BAD_REQUEST, missing))?;
+        if !valid(v) {
+            return Err(ApiError(StatusCode::BAD_REQUEST, invalid));
         }
-        Ok(c.to_string())
+        Ok(v.to_string())
     }
 }
 

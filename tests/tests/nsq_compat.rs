@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nsq_blackbox_tests::{
     bin, free_port, http_get, http_json, http_post, self_signed_cert, start_daemon, start_lookupd,
-    wait_output, wait_ready, wait_until, Nsqd, RawConn,
+    wait_output, wait_ready, wait_until, Daemon, Nsqd, RawConn,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -260,14 +260,18 @@ fn https_client(_cert: &std::path::Path) -> reqwest::blocking::Client {
         .unwrap()
 }
 
-#[test]
-fn tls_required_refuses_plain_http_and_https_serves_the_api() {
-    let dir = tempfile::tempdir().unwrap();
+/// Start nsqd with a self-signed certificate and `flag`, which must make it refuse plain
+/// HTTP, and wait until plain `/ping` answers 403 (the harness's `Nsqd::start` waits for a
+/// 200 there). Returns the daemon, its HTTP and HTTPS addresses and the certificate.
+fn start_tls_nsqd_refusing_plain_http(
+    dir: &tempfile::TempDir,
+    flag: &str,
+) -> (Daemon, SocketAddr, SocketAddr, PathBuf) {
     let (cert, key) = self_signed_cert(dir.path()).unwrap();
     let (tcp, http, https) = (local(free_port()), local(free_port()), local(free_port()));
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let _d = start_daemon(
+    let d = start_daemon(
         "nsqd",
         &[
             format!("--tcp-address={tcp}"),
@@ -276,7 +280,7 @@ fn tls_required_refuses_plain_http_and_https_serves_the_api() {
             format!("--data-path={}", data.display()),
             format!("--tls-cert={}", cert.display()),
             format!("--tls-key={}", key.display()),
-            "--tls-required=true".into(),
+            flag.to_string(),
         ],
         &dir.path().join("nsqd.log"),
     )
@@ -285,8 +289,15 @@ fn tls_required_refuses_plain_http_and_https_serves_the_api() {
         wait_until(Duration::from_secs(20), || http_get(http, "/ping")
             .map(|(s, _)| s == 403)
             .unwrap_or(false)),
-        "plain HTTP never answered 403"
+        "plain HTTP was not refused with {flag}"
     );
+    (d, http, https, cert)
+}
+
+#[test]
+fn tls_required_refuses_plain_http_and_https_serves_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, http, https, cert) = start_tls_nsqd_refusing_plain_http(&dir, "--tls-required=true");
     let (status, head, body) = http_full("POST", http, "/pub?topic=sec", b"secret");
     assert_eq!(status, 403);
     assert!(has_nsq_header(&head));
@@ -326,30 +337,8 @@ fn tls_required_refuses_plain_http_and_https_serves_the_api() {
 #[test]
 fn a_client_auth_policy_alone_refuses_plain_http() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed_cert(dir.path()).unwrap();
-    let (tcp, http, https) = (local(free_port()), local(free_port()), local(free_port()));
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let _d = start_daemon(
-        "nsqd",
-        &[
-            format!("--tcp-address={tcp}"),
-            format!("--http-address={http}"),
-            format!("--https-address={https}"),
-            format!("--data-path={}", data.display()),
-            format!("--tls-cert={}", cert.display()),
-            format!("--tls-key={}", key.display()),
-            "--tls-client-auth-policy=require".into(),
-        ],
-        &dir.path().join("nsqd.log"),
-    )
-    .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || http_get(http, "/ping")
-            .map(|(s, _)| s == 403)
-            .unwrap_or(false)),
-        "plain HTTP was not refused"
-    );
+    let (_d, http, _https, _cert) =
+        start_tls_nsqd_refusing_plain_http(&dir, "--tls-client-auth-policy=require");
     let (status, _, body) = http_full("POST", http, "/pub?topic=sec", b"secret");
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("TLS_REQUIRED"));

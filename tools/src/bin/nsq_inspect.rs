@@ -363,34 +363,7 @@ fn run() -> Result<i32> {
             let mut w = BufWriter::new(out.lock());
             let mut err = None;
             dir.records(&t, from, to, |r| {
-                let h = &r.header;
-                let res = if format == "json" {
-                    let v = serde_json::json!({
-                        "seq": h.seq,
-                        "id": String::from_utf8_lossy(&h.id),
-                        "timestamp_ns": h.timestamp_ns,
-                        "deliver_at_ms": h.deliver_at_ms,
-                        "attempts": h.attempts,
-                        "target": h.target,
-                        "body": String::from_utf8_lossy(&r.body),
-                    });
-                    writeln!(w, "{v}")
-                } else {
-                    writeln!(
-                        w,
-                        "{} {} ts={} attempts={}{} {}",
-                        h.seq,
-                        String::from_utf8_lossy(&h.id),
-                        h.timestamp_ns,
-                        h.attempts,
-                        if h.deliver_at_ms > 0 {
-                            format!(" deliver_at_ms={}", h.deliver_at_ms)
-                        } else {
-                            String::new()
-                        },
-                        String::from_utf8_lossy(&r.body)
-                    )
-                };
+                let res = write_record(&mut w, r, &format);
                 if let Err(e) = res {
                     err = Some(e);
                     return false;
