@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::{Form, Router};
 use serde_json::{json, Value};
 
 use crate::clusterinfo::{self, qs_escape, warn_message};
@@ -314,26 +314,53 @@ fn field(v: &Value, k: &str) -> String {
     v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
-async fn api_action(
-    admin: &Admin,
-    access: &Access,
-    a: ActionRequest,
+/// Who is acting and what their request carried, taken from the request by axum: the
+/// access middleware's verdict, the peer address, the headers and the URI (the last three
+/// go into notifications).
+pub struct Caller {
+    access: Access,
     info: RequestInfo,
-) -> Response {
-    match perform(admin, access, &a, &info).await {
-        Ok(w) => v1(StatusCode::OK, &json!({ "message": warn_message(&w) })),
-        Err((status, msg)) => api_err(status, &msg),
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let access = parts
+            .extensions
+            .get::<Access>()
+            .cloned()
+            .unwrap_or_default();
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok(Caller {
+            access,
+            info: RequestInfo {
+                remote,
+                headers: parts.headers.clone(),
+                uri: parts.uri.clone(),
+            },
+        })
     }
 }
 
-async fn api_create(
-    State(admin): State<Shared>,
-    Extension(access): Extension<Access>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
+impl Caller {
+    /// Perform `a` and answer as NSQ's API does: the warnings as `message`, or the error.
+    async fn act(&self, admin: &Admin, a: ActionRequest) -> Response {
+        match perform(admin, &self.access, &a, &self.info).await {
+            Ok(w) => v1(StatusCode::OK, &json!({ "message": warn_message(&w) })),
+            Err((status, msg)) => api_err(status, &msg),
+        }
+    }
+}
+
+async fn api_create(State(admin): State<Shared>, caller: Caller, body: Bytes) -> Response {
     let Some(v) = json_body(&body) else {
         return api_err(StatusCode::BAD_REQUEST, "INVALID_BODY");
     };
@@ -343,121 +370,74 @@ async fn api_create(
         channel: field(&v, "channel"),
         node: String::new(),
     };
-    api_action(
-        &admin,
-        &access,
-        a,
-        RequestInfo {
-            remote,
-            headers,
-            uri,
-        },
-    )
-    .await
+    caller.act(&admin, a).await
+}
+
+/// The `action` of a topic or channel action body (pause, unpause or empty), or the
+/// 400 answer's message.
+fn pause_or_empty(body: &Bytes) -> Result<String, &'static str> {
+    let v = json_body(body).ok_or("INVALID_BODY")?;
+    let action = field(&v, "action");
+    if !matches!(action.as_str(), "pause" | "unpause" | "empty") {
+        return Err("INVALID_ACTION");
+    }
+    Ok(action)
 }
 
 async fn api_topic_action(
     State(admin): State<Shared>,
-    Extension(access): Extension<Access>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Caller,
     Path(topic): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
     body: Bytes,
 ) -> Response {
-    let Some(v) = json_body(&body) else {
-        return api_err(StatusCode::BAD_REQUEST, "INVALID_BODY");
+    let action = match pause_or_empty(&body) {
+        Ok(a) => a,
+        Err(msg) => return api_err(StatusCode::BAD_REQUEST, msg),
     };
-    let action = field(&v, "action");
-    if !matches!(action.as_str(), "pause" | "unpause" | "empty") {
-        return api_err(StatusCode::BAD_REQUEST, "INVALID_ACTION");
-    }
     let a = ActionRequest {
         action,
         topic,
         ..Default::default()
     };
-    api_action(
-        &admin,
-        &access,
-        a,
-        RequestInfo {
-            remote,
-            headers,
-            uri,
-        },
-    )
-    .await
+    caller.act(&admin, a).await
 }
 
 async fn api_channel_action(
     State(admin): State<Shared>,
-    Extension(access): Extension<Access>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Caller,
     Path((topic, channel)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
     body: Bytes,
 ) -> Response {
-    let Some(v) = json_body(&body) else {
-        return api_err(StatusCode::BAD_REQUEST, "INVALID_BODY");
+    let action = match pause_or_empty(&body) {
+        Ok(a) => a,
+        Err(msg) => return api_err(StatusCode::BAD_REQUEST, msg),
     };
-    let action = field(&v, "action");
-    if !matches!(action.as_str(), "pause" | "unpause" | "empty") {
-        return api_err(StatusCode::BAD_REQUEST, "INVALID_ACTION");
-    }
     let a = ActionRequest {
         action,
         topic,
         channel,
         node: String::new(),
     };
-    api_action(
-        &admin,
-        &access,
-        a,
-        RequestInfo {
-            remote,
-            headers,
-            uri,
-        },
-    )
-    .await
+    caller.act(&admin, a).await
 }
 
 async fn api_delete_topic(
     State(admin): State<Shared>,
-    Extension(access): Extension<Access>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Caller,
     Path(topic): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let a = ActionRequest {
         action: "delete".into(),
         topic,
         ..Default::default()
     };
-    api_action(
-        &admin,
-        &access,
-        a,
-        RequestInfo {
-            remote,
-            headers,
-            uri,
-        },
-    )
-    .await
+    caller.act(&admin, a).await
 }
 
 async fn api_delete_channel(
     State(admin): State<Shared>,
-    Extension(access): Extension<Access>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Caller,
     Path((topic, channel)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let a = ActionRequest {
         action: "delete".into(),
@@ -465,26 +445,13 @@ async fn api_delete_channel(
         channel,
         node: String::new(),
     };
-    api_action(
-        &admin,
-        &access,
-        a,
-        RequestInfo {
-            remote,
-            headers,
-            uri,
-        },
-    )
-    .await
+    caller.act(&admin, a).await
 }
 
 async fn api_tombstone(
     State(admin): State<Shared>,
-    Extension(access): Extension<Access>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Caller,
     Path(node): Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
     body: Bytes,
 ) -> Response {
     let Some(v) = json_body(&body) else {
@@ -496,27 +463,14 @@ async fn api_tombstone(
         channel: String::new(),
         node,
     };
-    api_action(
-        &admin,
-        &access,
-        a,
-        RequestInfo {
-            remote,
-            headers,
-            uri,
-        },
-    )
-    .await
+    caller.act(&admin, a).await
 }
 
 /// Page form: without `confirm=yes` answer the confirmation page; with it, act and go back
 /// to the page concerned with a banner (`?ok=` / `?err=`).
 async fn page_action(
     State(admin): State<Shared>,
-    Extension(access): Extension<Access>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    uri: Uri,
+    caller: Caller,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
@@ -526,7 +480,7 @@ async fn page_action(
         channel: get("channel"),
         node: get("node"),
     };
-    if !access.can_act {
+    if !caller.access.can_act {
         let mut r = pages::plain_page(
             "Not allowed",
             "Only admin users may pause, empty, delete or tombstone. This page is read-only for you.",
@@ -547,18 +501,7 @@ async fn page_action(
         (_, false) => format!("{topic_page}/{}", pages::enc(&a.channel)),
     };
     let what = pages::describe(&a);
-    let banner = match perform(
-        &admin,
-        &access,
-        &a,
-        &RequestInfo {
-            remote,
-            headers,
-            uri,
-        },
-    )
-    .await
-    {
+    let banner = match perform(&admin, &caller.access, &a, &caller.info).await {
         Ok(w) if w.is_empty() => format!("ok={}", qs_escape(&format!("Done: {what}."))),
         Ok(w) => format!(
             "ok={}",
