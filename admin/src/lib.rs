@@ -227,18 +227,6 @@ async fn send_notifications(
     }
 }
 
-fn resolve(a: &str) -> anyhow::Result<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    let a = if let Some(p) = a.strip_prefix(':') {
-        format!("0.0.0.0:{p}")
-    } else {
-        a.to_string()
-    };
-    a.to_socket_addrs()?
-        .next()
-        .context("address resolves to nothing")
-}
-
 /// Run until SIGINT/SIGTERM.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !opts.graphite_url.is_empty() || opts.proxy_graphite {
@@ -247,9 +235,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             "Graphite is not used: graphs come from nsqadmin's own history (--history-interval, --history-window)"
         );
     }
-    let listener = TcpListener::bind(resolve(&opts.http_address)?)
-        .await
-        .with_context(|| format!("listen on {}", opts.http_address))?;
+    let listener =
+        TcpListener::bind(edge::resolve(&opts.http_address).map_err(anyhow::Error::msg)?)
+            .await
+            .with_context(|| format!("listen on {}", opts.http_address))?;
     let mut admin = Admin::new(opts)?;
     if !admin.opts.notification_http_endpoint.is_empty() {
         let (tx, rx) = mpsc::channel(1024);
@@ -275,12 +264,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         })
         .await
     });
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    }
+    edge::signal::shutdown_signal().await;
     tracing::info!("shutting down");
     poller.abort();
     let _ = stop_tx.send(true);

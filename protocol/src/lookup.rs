@@ -103,86 +103,86 @@ impl Command {
 /// nsqlookupd's side: take one complete command from `buf` (`Ok(None)` until it is all
 /// there). `identified` is whether this connection has IDENTIFYed: REGISTER/UNREGISTER
 /// need it and a second IDENTIFY is refused, checked before the arguments, as NSQ does.
+/// A refused command line is consumed (the connection closes after any error anyway).
 pub fn parse_command(buf: &mut BytesMut, identified: bool) -> Result<Option<Command>, Error> {
-    let Some(nl) = buf.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') else {
-        if buf.len() > MAX_LINE {
-            return Err(Error("E_INVALID command line too long".into()));
-        }
-        return Ok(None);
+    let nl = match crate::v2::find_line(buf, MAX_LINE) {
+        Ok(Some(nl)) => nl,
+        Ok(None) => return Ok(None),
+        Err(()) => return Err(Error("E_INVALID command line too long".into())),
     };
     let line = String::from_utf8_lossy(&buf[..nl]).trim().to_string();
     let params: Vec<&str> = line.split(' ').collect();
-    let cmd = match params[0] {
-        "PING" => Command::Ping,
-        "IDENTIFY" => {
-            if identified {
-                buf.advance(nl + 1);
-                return Err(Error("E_INVALID cannot IDENTIFY again".into()));
-            }
-            let Some(size) = buf
-                .get(nl + 1..nl + 5)
-                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            else {
-                return Ok(None);
-            };
-            if size <= 0 || size as usize > MAX_IDENTIFY_BODY {
-                return Err(Error(format!(
-                    "E_BAD_BODY IDENTIFY invalid body size {size}"
-                )));
-            }
-            let total = nl + 5 + size as usize;
-            if buf.len() < total {
-                return Ok(None);
-            }
-            buf.advance(nl + 5);
-            return Ok(Some(Command::Identify(
-                buf.split_to(size as usize).freeze(),
-            )));
-        }
+    if params[0] == "IDENTIFY" && !identified {
+        return identify(buf, nl);
+    }
+    let cmd = line_command(&params, identified);
+    buf.advance(nl + 1);
+    cmd.map(Some)
+}
+
+/// IDENTIFY's 4-byte size and JSON body after the line ending at `nl`.
+fn identify(buf: &mut BytesMut, nl: usize) -> Result<Option<Command>, Error> {
+    let Some(size) = buf
+        .get(nl + 1..nl + 5)
+        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    else {
+        return Ok(None);
+    };
+    if size <= 0 || size as usize > MAX_IDENTIFY_BODY {
+        return Err(Error(format!(
+            "E_BAD_BODY IDENTIFY invalid body size {size}"
+        )));
+    }
+    if buf.len() < nl + 5 + size as usize {
+        return Ok(None);
+    }
+    buf.advance(nl + 5);
+    Ok(Some(Command::Identify(
+        buf.split_to(size as usize).freeze(),
+    )))
+}
+
+/// A command that is its line alone (`params[0]` is its name).
+fn line_command(params: &[&str], identified: bool) -> Result<Command, Error> {
+    match params[0] {
+        "PING" => Ok(Command::Ping),
+        "IDENTIFY" => Err(Error("E_INVALID cannot IDENTIFY again".into())),
         verb @ ("REGISTER" | "UNREGISTER") => {
             if !identified {
-                buf.advance(nl + 1);
                 return Err(Error("E_INVALID client must IDENTIFY".into()));
             }
-            let Some(topic) = params.get(1).filter(|t| !t.is_empty()) else {
-                buf.advance(nl + 1);
-                return Err(Error(format!(
-                    "E_INVALID {verb} insufficient number of params"
-                )));
-            };
-            if !crate::names::is_valid_topic_name(topic) {
-                buf.advance(nl + 1);
-                return Err(Error(format!(
-                    "E_BAD_TOPIC {verb} topic name '{topic}' is not valid"
-                )));
-            }
-            let channel = params
-                .get(2)
-                .filter(|c| !c.is_empty())
-                .map(|c| c.to_string());
-            if let Some(c) = &channel {
-                if !crate::names::is_valid_channel_name(c) {
-                    buf.advance(nl + 1);
-                    return Err(Error(format!(
-                        "E_BAD_CHANNEL {verb} channel name '{c}' is not valid"
-                    )));
-                }
-            }
-            let topic = topic.to_string();
-            if verb == "REGISTER" {
+            let (topic, channel) = registration(verb, params)?;
+            Ok(if verb == "REGISTER" {
                 Command::Register { topic, channel }
             } else {
                 Command::Unregister { topic, channel }
-            }
+            })
         }
-        other => {
-            let text = format!("E_INVALID invalid command {other}");
-            buf.advance(nl + 1);
-            return Err(Error(text));
-        }
+        other => Err(Error(format!("E_INVALID invalid command {other}"))),
+    }
+}
+
+/// REGISTER / UNREGISTER's `topic [channel]`, validated.
+fn registration(verb: &str, params: &[&str]) -> Result<(String, Option<String>), Error> {
+    let Some(topic) = params.get(1).filter(|t| !t.is_empty()) else {
+        return Err(Error(format!(
+            "E_INVALID {verb} insufficient number of params"
+        )));
     };
-    buf.advance(nl + 1);
-    Ok(Some(cmd))
+    if !crate::names::is_valid_topic_name(topic) {
+        return Err(Error(format!(
+            "E_BAD_TOPIC {verb} topic name '{topic}' is not valid"
+        )));
+    }
+    let channel = params.get(2).filter(|c| !c.is_empty());
+    if let Some(c) = channel {
+        if !crate::names::is_valid_channel_name(c) {
+            return Err(Error(format!(
+                "E_BAD_CHANNEL {verb} channel name '{c}' is not valid"
+            )));
+        }
+    }
+    Ok((topic.to_string(), channel.map(|c| c.to_string())))
 }
 
 /// Frame a response (nsqlookupd's side).

@@ -278,21 +278,24 @@ fn check_body_size(
     Ok(size as usize)
 }
 
+/// Where the first `\n` in `buf` is: `Ok(None)` while it has not arrived and the line is
+/// still within `max` bytes, `Err(())` once the line is longer (both protocols refuse it).
+pub(crate) fn find_line(buf: &[u8], max: usize) -> Result<Option<usize>, ()> {
+    match buf.iter().take(max + 1).position(|&b| b == b'\n') {
+        Some(nl) => Ok(Some(nl)),
+        None if buf.len() > max => Err(()),
+        None => Ok(None),
+    }
+}
+
 /// Try to take one complete command from `buf`. On `Ok(None)` nothing is consumed.
 pub fn parse_command(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Command>, ProtocolError> {
-    let Some(nl) = buf
-        .iter()
-        .take(MAX_LINE_LENGTH + 1)
-        .position(|&b| b == b'\n')
+    let Some(nl) = find_line(buf, MAX_LINE_LENGTH)
+        .map_err(|()| invalid(format!("command line longer than {MAX_LINE_LENGTH} bytes")))?
     else {
-        if buf.len() > MAX_LINE_LENGTH {
-            return Err(invalid(format!(
-                "command line longer than {MAX_LINE_LENGTH} bytes"
-            )));
-        }
         return Ok(None);
     };
     let mut line = &buf[..nl];
