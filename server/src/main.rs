@@ -10,7 +10,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read once when it starts: heap profiling on, one sample per 512 KiB
 /// allocated (2^19; cheap enough to leave on), and a background thread that returns freed
-/// memory to the OS after `dirty_decay_ms` even when nsqd is idle. `_RJEM_MALLOC_CONF` in
+/// memory to the OS after `dirty_decay_ms` (1 s) even when nsqd is idle. `_RJEM_MALLOC_CONF` in
 /// the environment overrides them.
 #[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals, unsafe_code)]
