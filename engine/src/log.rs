@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::Io;
 pub use crate::layout::{list_segments, segment_name, SEGMENT_SUFFIX};
-use crate::record::{self, RecordHeader, HEADER_LEN};
+use crate::record::{self, Format, RecordHeader, MAX_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::seal;
 use crate::segment::{SegmentWriter, SyncHandle};
 
@@ -117,7 +117,7 @@ impl Log {
         }
         let mut log = Log {
             dir: dir.to_path_buf(),
-            max_bytes: max_bytes.max(HEADER_LEN + 1) as u64,
+            max_bytes: max_bytes.max(SEGMENT_HEADER_LEN + MAX_HEADER_LEN + 1) as u64,
             segments,
             writer: None,
             io: io.clone(),
@@ -125,11 +125,50 @@ impl Log {
             dir_dirty: false,
             encode_buf: Vec::new(),
         };
-        if let Some(last) = log.segments.last() {
-            let w = SegmentWriter::open(io, &last.path, last.len, log.max_bytes)?;
-            log.writer = Some(w);
-        }
+        log.open_writer()?;
         Ok((log, report))
+    }
+
+    /// Open the last segment for appending. New records are always v2: an empty last
+    /// segment that is not a whole v2 one (v1, or a header a crash tore) is started again
+    /// as v2, and a v1 segment holding records is sealed for a new v2 one.
+    fn open_writer(&mut self) -> Result<()> {
+        let Some(last) = self.segments.last_mut() else {
+            return Ok(());
+        };
+        let header = record::segment_header();
+        if last.records == 0 {
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            let whole = last.format == Format::V2
+                && self
+                    .io
+                    .read_at(&last.file, &mut head, 0)
+                    .is_ok_and(|n| n == SEGMENT_HEADER_LEN && head == header);
+            let w = if whole {
+                SegmentWriter::open(
+                    &self.io,
+                    &last.path,
+                    SEGMENT_HEADER_LEN as u64,
+                    self.max_bytes,
+                )?
+            } else {
+                let mut w = SegmentWriter::open(&self.io, &last.path, 0, self.max_bytes)?;
+                w.append(&header)?;
+                w
+            };
+            last.format = Format::V2;
+            last.len = SEGMENT_HEADER_LEN as u64;
+            self.writer = Some(w);
+            return Ok(());
+        }
+        let w = SegmentWriter::open(&self.io, &last.path, last.len, self.max_bytes)?;
+        let v1 = last.format == Format::V1;
+        self.writer = Some(w);
+        if v1 {
+            let at = self.end_seq();
+            self.roll(at, 0)?;
+        }
+        Ok(())
     }
 
     /// One past the last sequence stored (0 when empty).
@@ -194,7 +233,7 @@ impl Log {
             if h.seq < end && end > 0 {
                 continue;
             }
-            let need = record::encoded_len(body.len());
+            let need = record::encoded_len(&h, body.len());
             if need > u32::MAX as usize {
                 result = Err(Error::RecordTooLarge(need));
                 break;
@@ -256,15 +295,16 @@ impl Log {
                 // The current segment is empty (poisoned before its first record, or a
                 // record larger than it): replace it rather than reuse the name.
                 let writer_len = self.writer.as_ref().map_or(0, |w| w.pos());
-                if last.records == 0 && writer_len == 0 {
+                if last.records == 0 && writer_len <= SEGMENT_HEADER_LEN as u64 {
                     self.writer = None;
                     self.segments.pop();
                     let _ = std::fs::remove_file(&path);
                 }
             }
         }
-        let cap = self.max_bytes.max(need);
-        let w = SegmentWriter::open(&self.io, &path, 0, cap)?;
+        let cap = self.max_bytes.max(need + SEGMENT_HEADER_LEN as u64);
+        let mut w = SegmentWriter::open(&self.io, &path, 0, cap)?;
+        w.append(&record::segment_header())?;
         if let Some(old) = self.writer.take() {
             let summary = self
                 .segments
@@ -273,17 +313,12 @@ impl Log {
             self.sealed.push(old.seal(summary));
         }
         self.dir_dirty = true;
-        self.segments.push(SegmentInfo {
+        self.segments.push(SegmentInfo::empty(
             first_seq,
-            path,
-            file: w.file().clone(),
-            len: 0,
-            end_seq: first_seq,
-            records: 0,
-            first_ts: 0,
-            last_ts: 0,
-            index: Vec::new(),
-        });
+            &path,
+            w.file().clone(),
+            Format::V2,
+        ));
         self.writer = Some(w);
         Ok(())
     }
@@ -326,6 +361,7 @@ impl Log {
             let want = avg.saturating_mul(((max - kept) as u64).saturating_add(1));
             let mut sc = SegmentScanner::new(&seg.file, &seg.path, seg.len, offset)
                 .with_io(&self.io)
+                .with_format(seg.format)
                 .with_chunk_size(usize::try_from(want).unwrap_or(READ_CHUNK));
             loop {
                 match sc.next_item()? {
@@ -421,7 +457,9 @@ impl Log {
             if seg.records == 0 || seg.last_ts < ts_ns {
                 continue;
             }
-            let mut sc = SegmentScanner::new(&seg.file, &seg.path, seg.len, 0).with_io(&self.io);
+            let mut sc = SegmentScanner::new(&seg.file, &seg.path, seg.len, 0)
+                .with_io(&self.io)
+                .with_format(seg.format);
             loop {
                 match sc.next_item()? {
                     ScanItem::Record { record, .. } => {
@@ -593,10 +631,11 @@ mod tests {
         drop(log);
         let seg = dir.path().join(segment_name(0));
         let pristine = std::fs::read(&seg).unwrap();
-        let rec_len = record::encoded_len("body-19".len()) as u64;
-        let used: u64 = (0..20)
-            .map(|i| record::encoded_len(format!("body-{i}").len()) as u64)
-            .sum();
+        let rec_len = record::encoded_len(&hdr(19), "body-19".len()) as u64;
+        let used: u64 = SEGMENT_HEADER_LEN as u64
+            + (0..20)
+                .map(|i| record::encoded_len(&hdr(i), format!("body-{i}").len()) as u64)
+                .sum::<u64>();
         let last_start = used - rec_len;
         for cut in last_start - 10..used {
             for garble in [false, true] {
@@ -642,7 +681,10 @@ mod tests {
         let seg = dir.path().join(segment_name(0));
         let mut bytes = std::fs::read(&seg).unwrap();
         // Flip a body byte of the second record.
-        let second = record::encoded_len("body-0".len()) + HEADER_LEN + 2;
+        let second = SEGMENT_HEADER_LEN
+            + record::encoded_len(&hdr(0), "body-0".len())
+            + record::V2_MIN_HEADER_LEN
+            + 2;
         bytes[second] ^= 0x01;
         std::fs::write(&seg, &bytes).unwrap();
         let (log, report) = Log::open(dir.path(), 1024).unwrap();
@@ -650,5 +692,158 @@ mod tests {
         let got = read_all(&log, 0);
         assert!(!got.contains(&1));
         assert_eq!(got.len(), 99);
+    }
+
+    /// Headers with every optional field in use somewhere: delays, targets, attempts,
+    /// relocated ids, a non-hex id.
+    fn varied(seq: u64) -> RecordHeader {
+        RecordHeader {
+            seq,
+            timestamp_ns: 1_000 + seq as i64,
+            deliver_at_ms: if seq.is_multiple_of(3) {
+                5_000 + seq
+            } else {
+                0
+            },
+            target: (seq % 4) as u32,
+            attempts: (seq % 5) as u16,
+            id: match seq % 7 {
+                0 => record::message_id(seq + 1_000_000),
+                1 => *b"imported-id-0001",
+                _ => record::message_id(seq),
+            },
+        }
+    }
+
+    fn body_of(seq: u64) -> Vec<u8> {
+        format!("body of {seq}").into_bytes()
+    }
+
+    /// A segment file as the v1 encoder wrote it (no segment header).
+    fn write_v1_segment(dir: &Path, seqs: std::ops::Range<u64>) {
+        let mut bytes = Vec::new();
+        for seq in seqs.clone() {
+            bytes.extend(record::v1::record(&varied(seq), &body_of(seq)));
+        }
+        std::fs::write(dir.join(segment_name(seqs.start)), bytes).unwrap();
+    }
+
+    fn read_records(log: &Log) -> Vec<StoredRecord> {
+        let mut out = Vec::new();
+        let mut hint = ReadHint::default();
+        log.read(0, usize::MAX, &mut hint, |_| true, &mut out)
+            .unwrap();
+        out
+    }
+
+    fn check_all(recs: &[StoredRecord], seqs: impl Iterator<Item = u64>) {
+        let want: Vec<u64> = seqs.collect();
+        assert_eq!(recs.iter().map(|r| r.header.seq).collect::<Vec<_>>(), want);
+        for r in recs {
+            assert_eq!(r.header, varied(r.header.seq));
+            assert_eq!(&r.body[..], &body_of(r.header.seq)[..]);
+        }
+    }
+
+    /// Every record of a segment, read without telling the scanner its format (as the
+    /// read-only reader and external readers do).
+    fn scan_file(path: &Path) -> Vec<StoredRecord> {
+        let file = std::fs::File::open(path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut sc = SegmentScanner::new(&file, path, len, 0);
+        let mut out = Vec::new();
+        loop {
+            match sc.next_item().unwrap() {
+                ScanItem::Record { record, .. } => out.push(record),
+                ScanItem::Corrupt { offset, .. } => {
+                    if sc.resync(offset, 0..u64::MAX).unwrap().is_none() {
+                        break;
+                    }
+                }
+                ScanItem::End { .. } => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn v1_segments_are_read_and_new_records_go_to_v2_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        write_v1_segment(dir.path(), 0..10);
+        write_v1_segment(dir.path(), 10..15);
+        let v1_last = std::fs::read(dir.path().join(segment_name(10))).unwrap();
+        let (mut log, report) = Log::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(report.records, 15);
+        assert_eq!(report.corrupt_records + report.truncated_bytes, 0);
+        assert_eq!(log.end_seq(), 15);
+        let bodies: Vec<Vec<u8>> = (15..40).map(body_of).collect();
+        log.append((15..40).map(|s| (varied(s), &bodies[(s - 15) as usize][..])))
+            .unwrap();
+        log.sync().unwrap();
+        check_all(&read_records(&log), 0..40);
+        // The v1 segment holding records was sealed as it was; new records are in a v2
+        // segment (header first).
+        assert_eq!(
+            std::fs::read(dir.path().join(segment_name(10))).unwrap(),
+            v1_last
+        );
+        let v2 = std::fs::read(dir.path().join(segment_name(15))).unwrap();
+        assert_eq!(&v2[..16], &record::segment_header()[..]);
+        let v2_len: usize = (15..40)
+            .map(|s| record::encoded_len(&varied(s), body_of(s).len()))
+            .sum();
+        assert_eq!(v2.len(), SEGMENT_HEADER_LEN + v2_len);
+        assert_eq!(log.segment_count(), 3);
+        drop(log);
+        // Reopened (sealed summaries of both formats now exist): the same records.
+        let (log, report) = Log::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(report.records, 40);
+        assert_eq!(log.segment_count(), 3);
+        check_all(&read_records(&log), 0..40);
+        assert_eq!(log.seq_at_time(1_000 + 12).unwrap(), Some(12));
+        assert_eq!(log.seq_at_time(1_000 + 20).unwrap(), Some(20));
+        // A scanner that is not told the format finds it in each file.
+        let mut scanned = Vec::new();
+        for first in [0, 10, 15] {
+            scanned.extend(scan_file(&dir.path().join(segment_name(first))));
+        }
+        check_all(&scanned, 0..40);
+    }
+
+    #[test]
+    fn damage_in_a_v1_segment_costs_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        write_v1_segment(dir.path(), 0..10);
+        write_v1_segment(dir.path(), 10..12);
+        let seg = dir.path().join(segment_name(0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let third: usize = (0..3)
+            .map(|s| record::v1::encoded_len(body_of(s).len()))
+            .sum();
+        bytes[third] ^= 0x40; // the length of record 3
+        std::fs::write(&seg, &bytes).unwrap();
+        let (log, report) = Log::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(report.corrupt_records, 1);
+        check_all(&read_records(&log), (0..12).filter(|&s| s != 3));
+    }
+
+    #[test]
+    fn an_empty_or_torn_last_segment_is_started_again_as_v2() {
+        for start in [&b""[..], &[0xff, 0xff, 0xff][..], &[0u8; 40][..]] {
+            let dir = tempfile::tempdir().unwrap();
+            write_v1_segment(dir.path(), 0..5);
+            std::fs::write(dir.path().join(segment_name(5)), start).unwrap();
+            let (mut log, _) = Log::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(log.end_seq(), 5);
+            let bodies: Vec<Vec<u8>> = (5..8).map(body_of).collect();
+            log.append((5..8).map(|s| (varied(s), &bodies[(s - 5) as usize][..])))
+                .unwrap();
+            drop(log);
+            let v2 = std::fs::read(dir.path().join(segment_name(5))).unwrap();
+            assert_eq!(&v2[..16], &record::segment_header()[..], "{start:?}");
+            let (log, report) = Log::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(report.corrupt_records + report.truncated_bytes, 0);
+            check_all(&read_records(&log), 0..8);
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::scan::read_format;
 use super::{ScanItem, SegmentInfo, SegmentScanner};
 use crate::error::{IoContext, Result};
 use crate::fs::Io;
@@ -42,17 +43,8 @@ pub(super) fn recover_segment(
 ) -> Result<SegmentInfo> {
     let file = io.open_rw(path, false).at(path)?;
     let file_len = file.metadata().at(path)?.len();
-    let mut info = SegmentInfo {
-        first_seq: first,
-        path: path.to_path_buf(),
-        file: Arc::new(file),
-        len: 0,
-        end_seq: first,
-        records: 0,
-        first_ts: 0,
-        last_ts: 0,
-        index: Vec::new(),
-    };
+    let format = read_format(io, &file, path, file_len)?;
+    let mut info = SegmentInfo::empty(first, path, Arc::new(file), format);
     let summary_path = seal::path_for(path);
     if !is_last {
         if let Some(s) = valid_summary(&summary_path, first, file_len, next_first, *last_seq) {
@@ -72,7 +64,9 @@ pub(super) fn recover_segment(
     report.scanned_bytes += file_len;
     let corrupt_before = report.corrupt_records;
     let file = info.file.clone();
-    let mut sc = SegmentScanner::new(&file, path, file_len, 0).with_io(io);
+    let mut sc = SegmentScanner::new(&file, path, file_len, 0)
+        .with_io(io)
+        .with_format(format);
     // Where the damage after the last valid record started, if any.
     let mut damage: Option<(u64, &'static str)> = None;
     loop {

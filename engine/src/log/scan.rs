@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::{IoContext, Result};
 use crate::fs::Io;
-use crate::record::{self, Decoded, RecordHeader, HEADER_LEN};
+use crate::record::{self, Decoded, Format, RecordHeader, MAX_HEADER_LEN, SEGMENT_HEADER_LEN};
 
 pub(super) const READ_CHUNK: usize = 256 * 1024;
 const MIN_READ_CHUNK: usize = 4096;
@@ -51,6 +51,9 @@ pub struct SegmentScanner<'a> {
     chunk_start: u64,
     /// Bytes asked of each `pread` (at least; a longer record gets what it needs).
     chunk_size: usize,
+    /// The segment's record format: given by the log, or read from the segment's first
+    /// bytes on the first use.
+    format: Option<Format>,
 }
 
 impl<'a> SegmentScanner<'a> {
@@ -64,7 +67,29 @@ impl<'a> SegmentScanner<'a> {
             chunk: Bytes::new(),
             chunk_start: 0,
             chunk_size: READ_CHUNK,
+            format: None,
         }
+    }
+
+    /// The segment's format is known (the log read it at open): no header read.
+    pub(crate) fn with_format(mut self, format: Format) -> Self {
+        self.format = Some(format);
+        self
+    }
+
+    /// The segment's format (reading its header the first time), with the position moved
+    /// past the header if it was before the first record.
+    pub fn format(&mut self) -> Result<Format> {
+        let format = match self.format {
+            Some(f) => f,
+            None => {
+                let f = read_format(&self.io, self.file, self.path, self.limit)?;
+                self.format = Some(f);
+                f
+            }
+        };
+        self.offset = self.offset.max(format.data_start());
+        Ok(format)
     }
 
     /// Read in chunks of about `bytes` (a caller that wants a few records should not pay
@@ -107,15 +132,16 @@ impl<'a> SegmentScanner<'a> {
     }
 
     pub fn next_item(&mut self) -> Result<ScanItem> {
+        let format = self.format()?;
         loop {
             let offset = self.offset;
             if offset >= self.limit {
                 return Ok(ScanItem::End { offset });
             }
             let max_total = (self.limit - offset) as usize;
-            self.ensure(HEADER_LEN)?;
+            self.ensure(MAX_HEADER_LEN)?;
             let rel = (offset - self.chunk_start) as usize;
-            match record::decode(&self.chunk[rel..], max_total) {
+            match record::decode(format, &self.chunk[rel..], max_total) {
                 Decoded::End => return Ok(ScanItem::End { offset }),
                 Decoded::BadLength => {
                     return Ok(ScanItem::Corrupt {
@@ -150,6 +176,14 @@ impl<'a> SegmentScanner<'a> {
                         reason: "CRC mismatch",
                     });
                 }
+                Decoded::BadFlags { total } => {
+                    self.offset += total as u64;
+                    return Ok(ScanItem::Corrupt {
+                        offset,
+                        skip: Some(total as u64),
+                        reason: "impossible record flags",
+                    });
+                }
                 Decoded::Record {
                     header,
                     body_start,
@@ -170,10 +204,12 @@ impl<'a> SegmentScanner<'a> {
     /// it where a whole record with a sequence in `seqs` and a correct CRC starts, and
     /// continue from there. `None` (scanner at the limit) when nothing valid follows.
     pub fn resync(&mut self, bad: u64, seqs: std::ops::Range<u64>) -> Result<Option<u64>> {
-        let mut at = bad + 1;
-        while at + HEADER_LEN as u64 <= self.limit {
+        let format = self.format()?;
+        let min_len = format.min_record_len() as u64;
+        let mut at = (bad + 1).max(format.data_start());
+        while at + min_len <= self.limit {
             self.offset = at;
-            self.ensure(HEADER_LEN)?;
+            self.ensure(MAX_HEADER_LEN)?;
             let rel = (at - self.chunk_start) as usize;
             let window = &self.chunk[rel..];
             // Runs of zeros (a preallocated or never-written area) cannot start a record
@@ -192,11 +228,14 @@ impl<'a> SegmentScanner<'a> {
                 let seq = u64::from_le_bytes(s);
                 if seqs.contains(&seq) {
                     let max_total = (self.limit - at) as usize;
-                    if let Decoded::Incomplete { total } = record::decode(window, max_total) {
+                    if let Decoded::Incomplete { total } = record::decode(format, window, max_total)
+                    {
                         self.ensure(total)?;
                     }
                     let rel = (at - self.chunk_start) as usize;
-                    if let Decoded::Record { .. } = record::decode(&self.chunk[rel..], max_total) {
+                    if let Decoded::Record { .. } =
+                        record::decode(format, &self.chunk[rel..], max_total)
+                    {
                         self.offset = at;
                         return Ok(Some(at));
                     }
@@ -207,4 +246,24 @@ impl<'a> SegmentScanner<'a> {
         self.offset = self.limit;
         Ok(None)
     }
+}
+
+/// Read a segment's format from its first bytes (at most `limit` of them).
+pub(crate) fn read_format(io: &Io, file: &File, path: &Path, limit: u64) -> Result<Format> {
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    let want = (SEGMENT_HEADER_LEN as u64).min(limit) as usize;
+    let mut done = 0;
+    while done < want {
+        let n = io
+            .read_at(file, &mut head[done..want], done as u64)
+            .at(path)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    record::detect_format(&head[..done]).map_err(|reason| crate::Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+    })
 }

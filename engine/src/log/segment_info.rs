@@ -2,10 +2,11 @@
 //! times, and a sparse index of record offsets.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::INDEX_EVERY;
+use crate::record::Format;
 use crate::seal;
 
 pub struct SegmentInfo {
@@ -23,9 +24,27 @@ pub struct SegmentInfo {
     pub last_ts: i64,
     /// (sequence, offset) of every INDEX_EVERY-th record.
     pub(crate) index: Vec<(u64, u64)>,
+    /// Its record format (read from its first bytes at open; v2 for every new segment).
+    pub format: Format,
 }
 
 impl SegmentInfo {
+    /// A segment holding no record yet.
+    pub(crate) fn empty(first_seq: u64, path: &Path, file: Arc<File>, format: Format) -> Self {
+        SegmentInfo {
+            first_seq,
+            path: path.to_path_buf(),
+            file,
+            len: format.data_start(),
+            end_seq: first_seq,
+            records: 0,
+            first_ts: 0,
+            last_ts: 0,
+            index: Vec::new(),
+            format,
+        }
+    }
+
     pub(crate) fn summary(&self) -> seal::Summary {
         seal::Summary {
             first_seq: self.first_seq,
