@@ -8,287 +8,28 @@
 //! next record whose length, sequence and CRC check out, so one bad byte costs one record,
 //! not the rest of the segment. Only a torn tail with nothing valid after it is cut.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::Io;
 pub use crate::layout::{list_segments, segment_name, SEGMENT_SUFFIX};
-use crate::record::{self, Decoded, RecordHeader, HEADER_LEN};
+use crate::record::{self, Format, RecordHeader, MAX_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::seal;
 use crate::segment::{SegmentWriter, SyncHandle};
 
+mod recovery;
+mod scan;
+mod segment_info;
+
+use recovery::recover_segment;
+pub use recovery::RecoveryReport;
+use scan::READ_CHUNK;
+pub use scan::{ScanItem, SegmentScanner, StoredRecord};
+pub use segment_info::SegmentInfo;
+
 pub const INDEX_EVERY: u64 = 64;
-const READ_CHUNK: usize = 256 * 1024;
-const MIN_READ_CHUNK: usize = 4096;
-/// One record as stored, with its body shared from the read buffer (no copy).
-#[derive(Debug, Clone)]
-pub struct StoredRecord {
-    pub header: RecordHeader,
-    pub body: Bytes,
-}
-
-/// What a scan found at one position.
-#[derive(Debug)]
-pub enum ScanItem {
-    Record {
-        offset: u64,
-        record: StoredRecord,
-    },
-    /// A bad record. With `skip = Some(n)` the next record starts `n` bytes later; with
-    /// `None` its length cannot be trusted (use [`SegmentScanner::resync`]).
-    Corrupt {
-        offset: u64,
-        skip: Option<u64>,
-        reason: &'static str,
-    },
-    End {
-        offset: u64,
-    },
-}
-
-/// Sequential reader over one segment file, in large `pread` chunks.
-pub struct SegmentScanner<'a> {
-    file: &'a File,
-    path: &'a Path,
-    io: Io,
-    /// Bytes of the file that may hold records.
-    limit: u64,
-    pub offset: u64,
-    chunk: Bytes,
-    chunk_start: u64,
-    /// Bytes asked of each `pread` (at least; a longer record gets what it needs).
-    chunk_size: usize,
-}
-
-impl<'a> SegmentScanner<'a> {
-    pub fn new(file: &'a File, path: &'a Path, limit: u64, offset: u64) -> Self {
-        SegmentScanner {
-            file,
-            path,
-            io: Io::default(),
-            limit,
-            offset,
-            chunk: Bytes::new(),
-            chunk_start: 0,
-            chunk_size: READ_CHUNK,
-        }
-    }
-
-    /// Read in chunks of about `bytes` (a caller that wants a few records should not pay
-    /// for reading, zeroing and copying 256 KiB).
-    pub(crate) fn with_chunk_size(mut self, bytes: usize) -> Self {
-        self.chunk_size = bytes.clamp(MIN_READ_CHUNK, READ_CHUNK);
-        self
-    }
-
-    pub(crate) fn with_io(mut self, io: &Io) -> Self {
-        self.io = io.clone();
-        self
-    }
-
-    /// Make `[offset, offset + need)` (bounded by the limit) available in the chunk.
-    fn ensure(&mut self, need: usize) -> Result<()> {
-        let have_from = self.chunk_start;
-        let have_to = self.chunk_start + self.chunk.len() as u64;
-        let want_to = (self.offset + need as u64).min(self.limit);
-        if self.offset >= have_from && want_to <= have_to {
-            return Ok(());
-        }
-        let len = (need.max(self.chunk_size) as u64).min(self.limit - self.offset) as usize;
-        let mut buf = BytesMut::zeroed(len);
-        let mut done = 0;
-        while done < len {
-            let n = self
-                .io
-                .read_at(self.file, &mut buf[done..], self.offset + done as u64)
-                .at(self.path)?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        buf.truncate(done);
-        self.chunk = buf.freeze();
-        self.chunk_start = self.offset;
-        Ok(())
-    }
-
-    pub fn next_item(&mut self) -> Result<ScanItem> {
-        loop {
-            let offset = self.offset;
-            if offset >= self.limit {
-                return Ok(ScanItem::End { offset });
-            }
-            let max_total = (self.limit - offset) as usize;
-            self.ensure(HEADER_LEN)?;
-            let rel = (offset - self.chunk_start) as usize;
-            match record::decode(&self.chunk[rel..], max_total) {
-                Decoded::End => return Ok(ScanItem::End { offset }),
-                Decoded::BadLength => {
-                    return Ok(ScanItem::Corrupt {
-                        offset,
-                        skip: None,
-                        reason: "impossible record length",
-                    })
-                }
-                Decoded::Incomplete { total } => {
-                    if offset + total as u64 > self.limit || self.chunk.len() - rel >= total {
-                        return Ok(ScanItem::Corrupt {
-                            offset,
-                            skip: None,
-                            reason: "record cut short",
-                        });
-                    }
-                    self.ensure(total)?;
-                    if self.chunk.len() < total {
-                        return Ok(ScanItem::Corrupt {
-                            offset,
-                            skip: None,
-                            reason: "record cut short",
-                        });
-                    }
-                    continue;
-                }
-                Decoded::BadCrc { total } => {
-                    self.offset += total as u64;
-                    return Ok(ScanItem::Corrupt {
-                        offset,
-                        skip: Some(total as u64),
-                        reason: "CRC mismatch",
-                    });
-                }
-                Decoded::Record {
-                    header,
-                    body_start,
-                    total,
-                } => {
-                    self.offset += total as u64;
-                    let body = self.chunk.slice(rel + body_start..rel + total);
-                    return Ok(ScanItem::Record {
-                        offset,
-                        record: StoredRecord { header, body },
-                    });
-                }
-            }
-        }
-    }
-
-    /// After a record at `bad` whose length cannot be trusted: find the next offset after
-    /// it where a whole record with a sequence in `seqs` and a correct CRC starts, and
-    /// continue from there. `None` (scanner at the limit) when nothing valid follows.
-    pub fn resync(&mut self, bad: u64, seqs: std::ops::Range<u64>) -> Result<Option<u64>> {
-        let mut at = bad + 1;
-        while at + HEADER_LEN as u64 <= self.limit {
-            self.offset = at;
-            self.ensure(HEADER_LEN)?;
-            let rel = (at - self.chunk_start) as usize;
-            let window = &self.chunk[rel..];
-            // Runs of zeros (a preallocated or never-written area) cannot start a record
-            // whose length's low bytes are not all zero: jump to three bytes before the
-            // next non-zero byte.
-            if window.len() >= 4 && window[..4] == [0, 0, 0, 0] {
-                match window.iter().position(|&b| b != 0) {
-                    Some(p) => at += (p as u64).saturating_sub(3).max(1),
-                    None => at += (window.len() as u64).saturating_sub(3).max(1),
-                }
-                continue;
-            }
-            if window.len() >= 16 {
-                let mut s = [0u8; 8];
-                s.copy_from_slice(&window[8..16]);
-                let seq = u64::from_le_bytes(s);
-                if seqs.contains(&seq) {
-                    let max_total = (self.limit - at) as usize;
-                    if let Decoded::Incomplete { total } = record::decode(window, max_total) {
-                        self.ensure(total)?;
-                    }
-                    let rel = (at - self.chunk_start) as usize;
-                    if let Decoded::Record { .. } = record::decode(&self.chunk[rel..], max_total) {
-                        self.offset = at;
-                        return Ok(Some(at));
-                    }
-                }
-            }
-            at += 1;
-        }
-        self.offset = self.limit;
-        Ok(None)
-    }
-}
-
-/// What recovery found and did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RecoveryReport {
-    pub segments: usize,
-    pub records: u64,
-    /// Corrupt places skipped (a bad CRC, or a damaged stretch recovery resynchronised
-    /// after); every valid record after them is kept.
-    pub corrupt_records: u64,
-    /// Bytes in those damaged places.
-    pub skipped_bytes: u64,
-    /// Bytes cut from the end of the last segment (torn or corrupt tail).
-    pub truncated_bytes: u64,
-    /// Segments recovery read record by record (the one being written, and sealed ones
-    /// without a valid summary); the others were loaded from their summaries.
-    pub scanned_segments: usize,
-    /// Bytes recovery read record by record.
-    pub scanned_bytes: u64,
-}
-
-pub struct SegmentInfo {
-    pub first_seq: u64,
-    pub path: PathBuf,
-    pub file: Arc<File>,
-    /// Bytes holding records (the committed length).
-    pub len: u64,
-    /// One past the last sequence in it (== first_seq when empty).
-    pub end_seq: u64,
-    pub records: u64,
-    /// Publish time of the first and of the newest record in it (ns; 0 when empty), for
-    /// time retention and for finding where a time starts.
-    pub first_ts: i64,
-    pub last_ts: i64,
-    /// (sequence, offset) of every INDEX_EVERY-th record.
-    index: Vec<(u64, u64)>,
-}
-
-impl SegmentInfo {
-    fn summary(&self) -> seal::Summary {
-        seal::Summary {
-            first_seq: self.first_seq,
-            end_seq: self.end_seq,
-            records: self.records,
-            len: self.len,
-            first_ts: self.first_ts,
-            last_ts: self.last_ts,
-            index: self.index.clone(),
-        }
-    }
-
-    fn note_record(&mut self, seq: u64, ts: i64, offset: u64, total: u64) {
-        if self.records.is_multiple_of(INDEX_EVERY) {
-            self.index.push((seq, offset));
-        }
-        if self.records == 0 {
-            self.first_ts = ts;
-        }
-        self.last_ts = self.last_ts.max(ts);
-        self.records += 1;
-        self.end_seq = seq + 1;
-        self.len = offset + total;
-    }
-
-    fn offset_for(&self, seq: u64) -> u64 {
-        match self.index.partition_point(|&(s, _)| s <= seq) {
-            0 => 0,
-            i => self.index[i - 1].1,
-        }
-    }
-}
 
 /// Where a channel's last read stopped, so the next read continues without a search.
 #[derive(Debug, Default, Clone, Copy)]
@@ -376,7 +117,7 @@ impl Log {
         }
         let mut log = Log {
             dir: dir.to_path_buf(),
-            max_bytes: max_bytes.max(HEADER_LEN + 1) as u64,
+            max_bytes: max_bytes.max(SEGMENT_HEADER_LEN + MAX_HEADER_LEN + 1) as u64,
             segments,
             writer: None,
             io: io.clone(),
@@ -384,11 +125,50 @@ impl Log {
             dir_dirty: false,
             encode_buf: Vec::new(),
         };
-        if let Some(last) = log.segments.last() {
-            let w = SegmentWriter::open(io, &last.path, last.len, log.max_bytes)?;
-            log.writer = Some(w);
-        }
+        log.open_writer()?;
         Ok((log, report))
+    }
+
+    /// Open the last segment for appending. New records are always v2: an empty last
+    /// segment that is not a whole v2 one (v1, or a header a crash tore) is started again
+    /// as v2, and a v1 segment holding records is sealed for a new v2 one.
+    fn open_writer(&mut self) -> Result<()> {
+        let Some(last) = self.segments.last_mut() else {
+            return Ok(());
+        };
+        let header = record::segment_header();
+        if last.records == 0 {
+            let mut head = [0u8; SEGMENT_HEADER_LEN];
+            let whole = last.format == Format::V2
+                && self
+                    .io
+                    .read_at(&last.file, &mut head, 0)
+                    .is_ok_and(|n| n == SEGMENT_HEADER_LEN && head == header);
+            let w = if whole {
+                SegmentWriter::open(
+                    &self.io,
+                    &last.path,
+                    SEGMENT_HEADER_LEN as u64,
+                    self.max_bytes,
+                )?
+            } else {
+                let mut w = SegmentWriter::open(&self.io, &last.path, 0, self.max_bytes)?;
+                w.append(&header)?;
+                w
+            };
+            last.format = Format::V2;
+            last.len = SEGMENT_HEADER_LEN as u64;
+            self.writer = Some(w);
+            return Ok(());
+        }
+        let w = SegmentWriter::open(&self.io, &last.path, last.len, self.max_bytes)?;
+        let v1 = last.format == Format::V1;
+        self.writer = Some(w);
+        if v1 {
+            let at = self.end_seq();
+            self.roll(at, 0)?;
+        }
+        Ok(())
     }
 
     /// One past the last sequence stored (0 when empty).
@@ -453,7 +233,7 @@ impl Log {
             if h.seq < end && end > 0 {
                 continue;
             }
-            let need = record::encoded_len(body.len());
+            let need = record::encoded_len(&h, body.len());
             if need > u32::MAX as usize {
                 result = Err(Error::RecordTooLarge(need));
                 break;
@@ -515,15 +295,16 @@ impl Log {
                 // The current segment is empty (poisoned before its first record, or a
                 // record larger than it): replace it rather than reuse the name.
                 let writer_len = self.writer.as_ref().map_or(0, |w| w.pos());
-                if last.records == 0 && writer_len == 0 {
+                if last.records == 0 && writer_len <= SEGMENT_HEADER_LEN as u64 {
                     self.writer = None;
                     self.segments.pop();
                     let _ = std::fs::remove_file(&path);
                 }
             }
         }
-        let cap = self.max_bytes.max(need);
-        let w = SegmentWriter::open(&self.io, &path, 0, cap)?;
+        let cap = self.max_bytes.max(need + SEGMENT_HEADER_LEN as u64);
+        let mut w = SegmentWriter::open(&self.io, &path, 0, cap)?;
+        w.append(&record::segment_header())?;
         if let Some(old) = self.writer.take() {
             let summary = self
                 .segments
@@ -532,17 +313,12 @@ impl Log {
             self.sealed.push(old.seal(summary));
         }
         self.dir_dirty = true;
-        self.segments.push(SegmentInfo {
+        self.segments.push(SegmentInfo::empty(
             first_seq,
-            path,
-            file: w.file().clone(),
-            len: 0,
-            end_seq: first_seq,
-            records: 0,
-            first_ts: 0,
-            last_ts: 0,
-            index: Vec::new(),
-        });
+            &path,
+            w.file().clone(),
+            Format::V2,
+        ));
         self.writer = Some(w);
         Ok(())
     }
@@ -585,6 +361,7 @@ impl Log {
             let want = avg.saturating_mul(((max - kept) as u64).saturating_add(1));
             let mut sc = SegmentScanner::new(&seg.file, &seg.path, seg.len, offset)
                 .with_io(&self.io)
+                .with_format(seg.format)
                 .with_chunk_size(usize::try_from(want).unwrap_or(READ_CHUNK));
             loop {
                 match sc.next_item()? {
@@ -680,7 +457,9 @@ impl Log {
             if seg.records == 0 || seg.last_ts < ts_ns {
                 continue;
             }
-            let mut sc = SegmentScanner::new(&seg.file, &seg.path, seg.len, 0).with_io(&self.io);
+            let mut sc = SegmentScanner::new(&seg.file, &seg.path, seg.len, 0)
+                .with_io(&self.io)
+                .with_format(seg.format);
             loop {
                 match sc.next_item()? {
                     ScanItem::Record { record, .. } => {
@@ -758,143 +537,6 @@ pub(crate) fn remove_segments(io: &Io, dir: &Path, paths: &[PathBuf]) -> Result<
         let _ = std::fs::remove_file(seal::path_for(p));
     }
     io.sync_dir(dir).at(dir)
-}
-
-/// Scan one segment at open: index its records, skip damaged places (resynchronising after
-/// them), and cut a torn tail of the last segment.
-fn recover_segment(
-    io: &Io,
-    first: u64,
-    path: &Path,
-    next_first: u64,
-    is_last: bool,
-    last_seq: &mut Option<u64>,
-    report: &mut RecoveryReport,
-) -> Result<SegmentInfo> {
-    let file = io.open_rw(path, false).at(path)?;
-    let file_len = file.metadata().at(path)?.len();
-    let mut info = SegmentInfo {
-        first_seq: first,
-        path: path.to_path_buf(),
-        file: Arc::new(file),
-        len: 0,
-        end_seq: first,
-        records: 0,
-        first_ts: 0,
-        last_ts: 0,
-        index: Vec::new(),
-    };
-    let summary_path = seal::path_for(path);
-    if !is_last {
-        let summary = std::fs::read(&summary_path)
-            .ok()
-            .and_then(|b| seal::decode(&b))
-            .filter(|s| {
-                s.first_seq == first
-                    && s.len <= file_len
-                    && s.end_seq <= next_first
-                    && (s.records == 0 || last_seq.is_none_or(|l| s.first_seq > l))
-            });
-        if let Some(s) = summary {
-            info.len = s.len;
-            info.end_seq = s.end_seq;
-            info.records = s.records;
-            info.first_ts = s.first_ts;
-            info.last_ts = s.last_ts;
-            info.index = s.index;
-            if info.records > 0 {
-                *last_seq = Some(info.end_seq - 1);
-            }
-            return Ok(info);
-        }
-    }
-    report.scanned_segments += 1;
-    report.scanned_bytes += file_len;
-    let corrupt_before = report.corrupt_records;
-    let file = info.file.clone();
-    let mut sc = SegmentScanner::new(&file, path, file_len, 0).with_io(io);
-    // Where the damage after the last valid record started, if any.
-    let mut damage: Option<(u64, &'static str)> = None;
-    loop {
-        match sc.next_item()? {
-            ScanItem::Record { offset, record } => {
-                let seq = record.header.seq;
-                if last_seq.is_some_and(|l| seq <= l) || seq < first || seq >= next_first {
-                    // A stale record from before a cut, or garbage with a valid CRC: treat
-                    // as damage and look for the next record that fits.
-                    let lo = last_seq.map_or(first, |l| l + 1).max(first);
-                    damage.get_or_insert((offset, "sequence out of order"));
-                    if sc.resync(offset, lo..next_first)?.is_none() {
-                        break;
-                    }
-                    continue;
-                }
-                if let Some((at, reason)) = damage.take() {
-                    tracing::warn!(segment = %path.display(), offset = at, skipped = offset - at, reason, "skipped a damaged stretch");
-                    report.corrupt_records += 1;
-                    report.skipped_bytes += offset - at;
-                }
-                *last_seq = Some(seq);
-                let total = sc.offset - offset;
-                info.note_record(seq, record.header.timestamp_ns, offset, total);
-            }
-            ScanItem::Corrupt { offset, reason, .. } => {
-                // Even a record with a plausible length and a bad CRC may have a damaged
-                // length: resynchronise byte by byte instead of trusting it.
-                let lo = last_seq.map_or(first, |l| l + 1).max(first);
-                damage.get_or_insert((offset, reason));
-                if sc.resync(offset, lo..next_first)?.is_none() {
-                    break;
-                }
-            }
-            ScanItem::End { .. } => break,
-        }
-    }
-    if let Some((at, reason)) = damage {
-        // Nothing valid after the damage: a torn or corrupt tail. In the last segment the
-        // writer cuts the file at `info.len` when it opens it; in a sealed one reads stop
-        // at `info.len`.
-        let bytes = last_nonzero(io, &info.file, path, at, file_len)? - at;
-        tracing::warn!(segment = %path.display(), offset = at, bytes, reason, "corrupt or torn tail: nothing valid after it");
-        if is_last {
-            report.truncated_bytes += bytes;
-        } else {
-            report.corrupt_records += 1;
-            report.skipped_bytes += bytes;
-        }
-    }
-    if !is_last && report.corrupt_records == corrupt_before {
-        // A clean sealed segment without a summary (written by an older version, or its
-        // summary was lost): write it now so the next start need not scan it.
-        let bytes = seal::encode(&info.summary());
-        let tmp = summary_path.with_extension("idx.tmp");
-        if io
-            .write_file(&tmp, &bytes)
-            .and_then(|_| io.rename(&tmp, &summary_path))
-            .is_err()
-        {
-            let _ = std::fs::remove_file(&tmp);
-        }
-    }
-    Ok(info)
-}
-
-/// One past the last non-zero byte in `[from, to)` of a file (`from` if all zero).
-fn last_nonzero(io: &Io, file: &File, path: &Path, from: u64, to: u64) -> Result<u64> {
-    let mut end = from;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut off = from;
-    while off < to {
-        let n = io.read_at(file, &mut buf, off).at(path)?;
-        if n == 0 {
-            break;
-        }
-        if let Some(p) = buf[..n].iter().rposition(|&b| b != 0) {
-            end = off + p as u64 + 1;
-        }
-        off += n as u64;
-    }
-    Ok(end)
 }
 
 #[cfg(test)]
@@ -989,10 +631,11 @@ mod tests {
         drop(log);
         let seg = dir.path().join(segment_name(0));
         let pristine = std::fs::read(&seg).unwrap();
-        let rec_len = record::encoded_len("body-19".len()) as u64;
-        let used: u64 = (0..20)
-            .map(|i| record::encoded_len(format!("body-{i}").len()) as u64)
-            .sum();
+        let rec_len = record::encoded_len(&hdr(19), "body-19".len()) as u64;
+        let used: u64 = SEGMENT_HEADER_LEN as u64
+            + (0..20)
+                .map(|i| record::encoded_len(&hdr(i), format!("body-{i}").len()) as u64)
+                .sum::<u64>();
         let last_start = used - rec_len;
         for cut in last_start - 10..used {
             for garble in [false, true] {
@@ -1038,7 +681,10 @@ mod tests {
         let seg = dir.path().join(segment_name(0));
         let mut bytes = std::fs::read(&seg).unwrap();
         // Flip a body byte of the second record.
-        let second = record::encoded_len("body-0".len()) + HEADER_LEN + 2;
+        let second = SEGMENT_HEADER_LEN
+            + record::encoded_len(&hdr(0), "body-0".len())
+            + record::V2_MIN_HEADER_LEN
+            + 2;
         bytes[second] ^= 0x01;
         std::fs::write(&seg, &bytes).unwrap();
         let (log, report) = Log::open(dir.path(), 1024).unwrap();
@@ -1046,5 +692,158 @@ mod tests {
         let got = read_all(&log, 0);
         assert!(!got.contains(&1));
         assert_eq!(got.len(), 99);
+    }
+
+    /// Headers with every optional field in use somewhere: delays, targets, attempts,
+    /// relocated ids, a non-hex id.
+    fn varied(seq: u64) -> RecordHeader {
+        RecordHeader {
+            seq,
+            timestamp_ns: 1_000 + seq as i64,
+            deliver_at_ms: if seq.is_multiple_of(3) {
+                5_000 + seq
+            } else {
+                0
+            },
+            target: (seq % 4) as u32,
+            attempts: (seq % 5) as u16,
+            id: match seq % 7 {
+                0 => record::message_id(seq + 1_000_000),
+                1 => *b"imported-id-0001",
+                _ => record::message_id(seq),
+            },
+        }
+    }
+
+    fn body_of(seq: u64) -> Vec<u8> {
+        format!("body of {seq}").into_bytes()
+    }
+
+    /// A segment file as the v1 encoder wrote it (no segment header).
+    fn write_v1_segment(dir: &Path, seqs: std::ops::Range<u64>) {
+        let mut bytes = Vec::new();
+        for seq in seqs.clone() {
+            bytes.extend(record::v1::record(&varied(seq), &body_of(seq)));
+        }
+        std::fs::write(dir.join(segment_name(seqs.start)), bytes).unwrap();
+    }
+
+    fn read_records(log: &Log) -> Vec<StoredRecord> {
+        let mut out = Vec::new();
+        let mut hint = ReadHint::default();
+        log.read(0, usize::MAX, &mut hint, |_| true, &mut out)
+            .unwrap();
+        out
+    }
+
+    fn check_all(recs: &[StoredRecord], seqs: impl Iterator<Item = u64>) {
+        let want: Vec<u64> = seqs.collect();
+        assert_eq!(recs.iter().map(|r| r.header.seq).collect::<Vec<_>>(), want);
+        for r in recs {
+            assert_eq!(r.header, varied(r.header.seq));
+            assert_eq!(&r.body[..], &body_of(r.header.seq)[..]);
+        }
+    }
+
+    /// Every record of a segment, read without telling the scanner its format (as the
+    /// read-only reader and external readers do).
+    fn scan_file(path: &Path) -> Vec<StoredRecord> {
+        let file = std::fs::File::open(path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut sc = SegmentScanner::new(&file, path, len, 0);
+        let mut out = Vec::new();
+        loop {
+            match sc.next_item().unwrap() {
+                ScanItem::Record { record, .. } => out.push(record),
+                ScanItem::Corrupt { offset, .. } => {
+                    if sc.resync(offset, 0..u64::MAX).unwrap().is_none() {
+                        break;
+                    }
+                }
+                ScanItem::End { .. } => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn v1_segments_are_read_and_new_records_go_to_v2_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        write_v1_segment(dir.path(), 0..10);
+        write_v1_segment(dir.path(), 10..15);
+        let v1_last = std::fs::read(dir.path().join(segment_name(10))).unwrap();
+        let (mut log, report) = Log::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(report.records, 15);
+        assert_eq!(report.corrupt_records + report.truncated_bytes, 0);
+        assert_eq!(log.end_seq(), 15);
+        let bodies: Vec<Vec<u8>> = (15..40).map(body_of).collect();
+        log.append((15..40).map(|s| (varied(s), &bodies[(s - 15) as usize][..])))
+            .unwrap();
+        log.sync().unwrap();
+        check_all(&read_records(&log), 0..40);
+        // The v1 segment holding records was sealed as it was; new records are in a v2
+        // segment (header first).
+        assert_eq!(
+            std::fs::read(dir.path().join(segment_name(10))).unwrap(),
+            v1_last
+        );
+        let v2 = std::fs::read(dir.path().join(segment_name(15))).unwrap();
+        assert_eq!(&v2[..16], &record::segment_header()[..]);
+        let v2_len: usize = (15..40)
+            .map(|s| record::encoded_len(&varied(s), body_of(s).len()))
+            .sum();
+        assert_eq!(v2.len(), SEGMENT_HEADER_LEN + v2_len);
+        assert_eq!(log.segment_count(), 3);
+        drop(log);
+        // Reopened (sealed summaries of both formats now exist): the same records.
+        let (log, report) = Log::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(report.records, 40);
+        assert_eq!(log.segment_count(), 3);
+        check_all(&read_records(&log), 0..40);
+        assert_eq!(log.seq_at_time(1_000 + 12).unwrap(), Some(12));
+        assert_eq!(log.seq_at_time(1_000 + 20).unwrap(), Some(20));
+        // A scanner that is not told the format finds it in each file.
+        let mut scanned = Vec::new();
+        for first in [0, 10, 15] {
+            scanned.extend(scan_file(&dir.path().join(segment_name(first))));
+        }
+        check_all(&scanned, 0..40);
+    }
+
+    #[test]
+    fn damage_in_a_v1_segment_costs_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        write_v1_segment(dir.path(), 0..10);
+        write_v1_segment(dir.path(), 10..12);
+        let seg = dir.path().join(segment_name(0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let third: usize = (0..3)
+            .map(|s| record::v1::encoded_len(body_of(s).len()))
+            .sum();
+        bytes[third] ^= 0x40; // the length of record 3
+        std::fs::write(&seg, &bytes).unwrap();
+        let (log, report) = Log::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(report.corrupt_records, 1);
+        check_all(&read_records(&log), (0..12).filter(|&s| s != 3));
+    }
+
+    #[test]
+    fn an_empty_or_torn_last_segment_is_started_again_as_v2() {
+        for start in [&b""[..], &[0xff, 0xff, 0xff][..], &[0u8; 40][..]] {
+            let dir = tempfile::tempdir().unwrap();
+            write_v1_segment(dir.path(), 0..5);
+            std::fs::write(dir.path().join(segment_name(5)), start).unwrap();
+            let (mut log, _) = Log::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(log.end_seq(), 5);
+            let bodies: Vec<Vec<u8>> = (5..8).map(body_of).collect();
+            log.append((5..8).map(|s| (varied(s), &bodies[(s - 5) as usize][..])))
+                .unwrap();
+            drop(log);
+            let v2 = std::fs::read(dir.path().join(segment_name(5))).unwrap();
+            assert_eq!(&v2[..16], &record::segment_header()[..], "{start:?}");
+            let (log, report) = Log::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(report.corrupt_records + report.truncated_bytes, 0);
+            check_all(&read_records(&log), 0..8);
+        }
     }
 }

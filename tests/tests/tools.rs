@@ -126,10 +126,12 @@ fn nsq_inspect_verify_export_and_corruption() {
     nsqd.daemon.terminate(Duration::from_secs(20)).unwrap();
     let seg = data.join("topics/t_t/00000000000000000000.seg");
     let mut bytes = std::fs::read(&seg).unwrap();
-    let rec_len = 54 + "body-000".len();
+    // v2 segment: a 16-byte segment header, then records with a 25-byte header (plain
+    // messages carry no optional fields); see docs/FORMAT.md.
+    let rec_len = 25 + "body-000".len();
     let victim = 3; // the fourth record
-    let offset = victim * rec_len;
-    bytes[offset + 54 + 2] ^= 0x20;
+    let offset = 16 + victim * rec_len;
+    bytes[offset + 25 + 2] ^= 0x20;
     std::fs::write(&seg, &bytes).unwrap();
     let out = inspect(&data, &["verify", "--topic=t"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
