@@ -182,7 +182,8 @@ impl Nsqd {
                 return Ok(t.clone());
             }
             let opts = self.opts();
-            let inner = self.engine.topic(name)?;
+            // Creating a topic makes its directory and first segment.
+            let inner = blocking(|| self.engine.topic(name))?;
             let t = Arc::new(Topic::new(
                 inner,
                 !opts.e2e_processing_latency_percentiles.is_empty(),
@@ -215,7 +216,11 @@ impl Nsqd {
         name: &str,
         earliest: bool,
     ) -> Result<Arc<Channel>, engine::Error> {
-        let (c, created) = topic.channel_from(name, earliest)?;
+        if let Some(c) = topic.get_channel(name) {
+            return Ok(c);
+        }
+        // Creating a channel writes its cursor (sled and the snapshot file).
+        let (c, created) = blocking(|| topic.channel_from(name, earliest))?;
         if created {
             tracing::info!(topic = %topic.name, channel = %name, "channel created");
             if let Some(l) = self.lookup.get() {
@@ -262,7 +267,8 @@ impl Nsqd {
                 l.unregister(Registration::Channel(name.to_string(), c.name.clone()));
             }
         }
-        self.engine.delete_topic(name)?;
+        // Renames the topic's directory and removes it.
+        blocking(|| self.engine.delete_topic(name))?;
         drop(topics);
         if let Some(l) = self.lookup.get() {
             l.unregister(Registration::Topic(name.to_string()));
@@ -272,7 +278,7 @@ impl Nsqd {
     }
 
     pub fn delete_channel(&self, topic: &Arc<Topic>, name: &str) -> Result<bool, engine::Error> {
-        let deleted = topic.delete_channel(name)?;
+        let deleted = blocking(|| topic.delete_channel(name))?;
         if deleted {
             tracing::info!(topic = %topic.name, channel = %name, "channel deleted");
             if let Some(l) = self.lookup.get() {
@@ -332,5 +338,19 @@ impl RegistrationSource for NsqdRegistrations {
             }
         }
         out
+    }
+}
+
+/// Run `f`, which may wait on the disk (creating or removing files), without stalling the
+/// other tasks of a tokio worker: on a multi-threaded runtime the worker hands its tasks
+/// over first (`block_in_place`); elsewhere (a blocking thread, a plain thread, the
+/// current-thread runtime of the in-process tests) `f` runs as it is.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }

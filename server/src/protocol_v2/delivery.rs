@@ -221,10 +221,8 @@ impl<S: Stream> Conn<S> {
             |msgs: &mut Vec<engine::Message>| channel.take(&self.client, batch, paused, msgs);
         // Reads that go to disk run with the worker handed over to the runtime's blocking
         // pool, so other connections (and /ping) are not stalled behind a slow disk.
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread && channel.cursor.next_needs_disk() {
-            tokio::task::block_in_place(|| take(&mut msgs))?;
+        if channel.cursor.next_needs_disk() {
+            crate::nsqd::blocking(|| take(&mut msgs))?;
         } else {
             take(&mut msgs)?;
         }

@@ -405,6 +405,15 @@ impl FileLogger {
     }
 }
 
+/// Whether two paths name the same file (device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn make_parent(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -427,6 +436,11 @@ fn move_to_output(
     loop {
         match fs::hard_link(src, &dst) {
             Ok(()) => break,
+            // A run killed between the link and the unlink left both names on one file:
+            // the move is done but for the unlink.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && same_file(src, &dst) => {
+                break
+            }
             Err(e)
                 if e.kind() == std::io::ErrorKind::AlreadyExists && template.contains("<REV>") =>
             {
@@ -730,6 +744,27 @@ mod tests {
         recover_file(&s, &committed).unwrap();
         assert_eq!(fs::read(s.output_dir.join(&st2.file)).unwrap(), b"y\n");
         assert_eq!(fs::read(s.output_dir.join(&taken)).unwrap(), b"old\n");
+    }
+
+    #[test]
+    fn a_move_killed_between_link_and_unlink_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), false, true);
+        let mut l = FileLogger::new(s.clone(), "t");
+        let st = l.update_file().unwrap();
+        l.write(b"x").unwrap();
+        let committed = l.commit(true).unwrap().unwrap();
+        drop(l);
+        // Killed after linking the file into the output dir, before unlinking it.
+        fs::hard_link(s.work_dir.join(&st.file), s.output_dir.join(&st.file)).unwrap();
+        recover_file(&s, &committed).unwrap();
+        assert_eq!(fs::read(s.output_dir.join(&st.file)).unwrap(), b"x\n");
+        assert!(!s.work_dir.join(&st.file).exists());
+        let names: Vec<String> = fs::read_dir(&s.output_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![st.file.clone()], "no second copy");
     }
 
     #[test]
