@@ -28,21 +28,8 @@ pub fn wire_key(node_id: i64, topic_mask: u64) -> u64 {
     (((node_id as u64) & 0x3ff) << 54) | (topic_mask & LOW_54)
 }
 
-fn parse_hex(id: &[u8; 16]) -> Option<u64> {
-    let mut v = 0u64;
-    for &c in id {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u64::from(d);
-    }
-    Some(v)
-}
-
 fn xor_key(key: u64, id: &[u8; 16]) -> [u8; 16] {
-    match parse_hex(id) {
+    match engine::record::parse_message_id(id) {
         Some(v) if key != 0 => {
             let v = v ^ key;
             let mut out = [0u8; 16];
