@@ -9,7 +9,9 @@
 //! handed to whichever client asks next.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,9 +58,50 @@ impl Ord for Deferred {
     }
 }
 
+/// Hashes the in-flight table's keys: a multiply-rotate fold of the id's bytes and a final
+/// mix, a few instructions instead of SipHash's rounds. Hash flooding is not a concern:
+/// every key inserted is an id nsqd itself generated (16 hex digits of a sequence number);
+/// a client can only look ids up (FIN/REQ/TOUCH), never insert one, so it cannot choose
+/// colliding keys.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(23) ^ b as u64).wrapping_mul(K);
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0.rotate_left(23) ^ n as u64).wrapping_mul(K);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The varying digits of sequential ids sit in the high bytes of the last word; a
+        // multiply only carries upwards, so fold the high half down before it is used.
+        let h = self.0 ^ (self.0 >> 29);
+        let h = h.wrapping_mul(K);
+        h ^ (h >> 32)
+    }
+}
+
+const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+type IdMap<V> = HashMap<MessageId, V, BuildHasherDefault<IdHasher>>;
+
 #[derive(Default)]
 struct DeliveryState {
-    in_flight: HashMap<MessageId, InFlight>,
+    in_flight: IdMap<InFlight>,
     /// Deadlines of in-flight messages; stale entries (finished or touched) are skipped.
     timeouts: BinaryHeap<Reverse<(Instant, MessageId)>>,
     requeued: VecDeque<engine::Message>,
@@ -204,11 +247,29 @@ impl Channel {
         topic_paused: bool,
         out: &mut Vec<engine::Message>,
     ) -> Result<(), engine::Error> {
-        if max == 0 || self.cursor.is_paused() {
-            return Ok(());
-        }
+        let start = out.len();
+        let deadline = self.take_unmarked(client, max, topic_paused, out)?;
+        self.mark_in_flight(client, deadline, out[start..].iter().cloned());
+        Ok(())
+    }
+
+    /// The first half of [`Channel::take`]: up to `max` messages for `client`, with their
+    /// attempts counted, appended to `out` but not yet in flight. Returns the deadline to
+    /// give them. The caller must hand every one of them to [`Channel::mark_in_flight`]
+    /// (by move, which spares a copy of each message) before it can send any of them and
+    /// before it yields: until then they are neither queued nor in flight.
+    pub fn take_unmarked(
+        &self,
+        client: &Arc<Client>,
+        max: usize,
+        topic_paused: bool,
+        out: &mut Vec<engine::Message>,
+    ) -> Result<Instant, engine::Error> {
         let now = self.clock.now();
         let deadline = now + client.msg_timeout();
+        if max == 0 || self.cursor.is_paused() {
+            return Ok(deadline);
+        }
         let start = out.len();
         {
             let mut st = self.state.lock();
@@ -249,41 +310,94 @@ impl Channel {
                 }
             }
         }
-        let mut st = self.state.lock();
-        st.deferred.extend(deferred);
+        if !deferred.is_empty() {
+            self.state.lock().deferred.extend(deferred);
+        }
         for m in &mut out[start..] {
             m.attempts = m.attempts.saturating_add(1);
-            st.timeouts.push(Reverse((deadline, m.id)));
-            st.in_flight.insert(
-                m.id,
-                InFlight {
-                    msg: m.clone(),
-                    client_id: client.id,
-                    client: client.clone(),
-                    deadline,
-                },
-            );
         }
-        let n = (out.len() - start) as i64;
-        drop(st);
+        Ok(deadline)
+    }
+
+    /// The second half of [`Channel::take`]: `msgs` (from [`Channel::take_unmarked`]) are
+    /// in flight to `client` until `deadline`.
+    pub fn mark_in_flight(
+        &self,
+        client: &Arc<Client>,
+        deadline: Instant,
+        msgs: impl Iterator<Item = engine::Message>,
+    ) {
+        let mut n = 0i64;
+        {
+            let mut st = self.state.lock();
+            for m in msgs {
+                st.timeouts.push(Reverse((deadline, m.id)));
+                st.in_flight.insert(
+                    m.id,
+                    InFlight {
+                        msg: m,
+                        client_id: client.id,
+                        client: client.clone(),
+                        deadline,
+                    },
+                );
+                n += 1;
+            }
+        }
         if n > 0 {
             client.in_flight_count.fetch_add(n, Ordering::AcqRel);
             client.message_count.fetch_add(n as u64, Ordering::Relaxed);
         }
-        Ok(())
     }
 
     /// FIN: the message is done; the engine records it as finished.
     pub fn finish(&self, client: &Client, id: &MessageId) -> Result<(), InFlightError> {
-        let f = self.take_in_flight(client, id)?;
-        if let Err(e) = self.cursor.ack(f.msg.seq) {
-            tracing::error!(topic = %self.topic_name, channel = %self.name, error = %e, "ack failed");
+        let mut failed = Vec::new();
+        self.finish_many(client, std::slice::from_ref(id), &mut failed);
+        match failed.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
         }
-        client.finish_count.fetch_add(1, Ordering::Relaxed);
-        let latency = (self.clock.unix_ns() - f.msg.timestamp_ns).max(0) as u64;
-        self.e2e.record(latency);
-        self.topic_e2e.record(latency);
-        Ok(())
+    }
+
+    /// FIN of several ids (those one read from a client's socket brought): one lock round
+    /// on the in-flight table, one clock read and one latency-histogram update for all of
+    /// them. Each id that could not be finished is appended to `failed` with its index in
+    /// `ids`, in order; the others are finished exactly as [`Channel::finish`] would.
+    pub fn finish_many(
+        &self,
+        client: &Client,
+        ids: &[MessageId],
+        failed: &mut Vec<(usize, InFlightError)>,
+    ) {
+        let mut done: Vec<InFlight> = Vec::with_capacity(ids.len());
+        {
+            let mut st = self.state.lock();
+            for (i, id) in ids.iter().enumerate() {
+                match st.in_flight.entry(*id) {
+                    Entry::Occupied(e) if e.get().client_id == client.id => done.push(e.remove()),
+                    Entry::Occupied(_) => failed.push((i, InFlightError::NotOwner)),
+                    Entry::Vacant(_) => failed.push((i, InFlightError::NotInFlight)),
+                }
+            }
+        }
+        if done.is_empty() {
+            return;
+        }
+        let n = done.len();
+        client.in_flight_count.fetch_sub(n as i64, Ordering::AcqRel);
+        for f in &done {
+            if let Err(e) = self.cursor.ack(f.msg.seq) {
+                tracing::error!(topic = %self.topic_name, channel = %self.name, error = %e, "ack failed");
+            }
+        }
+        client.finish_count.fetch_add(n as u64, Ordering::Relaxed);
+        let now = self.clock.unix_ns();
+        let latencies = done
+            .iter()
+            .map(|f| (now - f.msg.timestamp_ns).max(0) as u64);
+        self.e2e.record_many(latencies.clone());
+        self.topic_e2e.record_many(latencies);
     }
 
     /// REQ: give the message back, now or after `delay`.
@@ -355,14 +469,14 @@ impl Channel {
     }
 
     fn take_in_flight(&self, client: &Client, id: &MessageId) -> Result<InFlight, InFlightError> {
-        let mut st = self.state.lock();
-        match st.in_flight.get(id) {
-            None => return Err(InFlightError::NotInFlight),
-            Some(f) if f.client_id != client.id => return Err(InFlightError::NotOwner),
-            Some(_) => {}
-        }
-        let f = st.in_flight.remove(id).ok_or(InFlightError::NotInFlight)?;
-        drop(st);
+        let f = {
+            let mut st = self.state.lock();
+            match st.in_flight.entry(*id) {
+                Entry::Occupied(e) if e.get().client_id == client.id => e.remove(),
+                Entry::Occupied(_) => return Err(InFlightError::NotOwner),
+                Entry::Vacant(_) => return Err(InFlightError::NotInFlight),
+            }
+        };
         client.in_flight_count.fetch_sub(1, Ordering::AcqRel);
         Ok(f)
     }

@@ -78,6 +78,9 @@ pub async fn serve<S: Stream>(
         sample_rate: 0,
         scratch: Vec::new(),
         avg_frame: 256,
+        fins: Vec::new(),
+        fin_ids: Vec::new(),
+        fin_failed: Vec::new(),
     };
     let result = conn.run(shutdown).await;
     match &result {
@@ -113,6 +116,11 @@ struct Conn<S> {
     /// Average size of the message frames this connection sent (bytes, smoothed): bounds a
     /// batch by bytes as well as by count, so a big RDY never serialises megabytes at once.
     avg_frame: usize,
+    /// FIN ids (as on the wire) read but not yet executed; see `process_input`.
+    fins: Vec<[u8; 16]>,
+    /// Scratch for `finish_gathered`: the engine's ids, and the ones that failed.
+    fin_ids: Vec<[u8; 16]>,
+    fin_failed: Vec<(usize, crate::channel::InFlightError)>,
 }
 
 impl<S: Stream> Conn<S> {
@@ -208,6 +216,7 @@ impl<S: Stream> Conn<S> {
     /// Parse and execute commands until the input runs out. A client error is sent as an
     /// error frame; a fatal one (every parse error is) then ends the connection.
     async fn process_input(&mut self) -> Result<(), ConnError> {
+        let mut fin_ok: Option<bool> = None;
         loop {
             let limits = self.limits();
             let buf = if self.codec.is_some() {
@@ -215,20 +224,38 @@ impl<S: Stream> Conn<S> {
             } else {
                 &mut self.raw_in
             };
-            let result = match v2::parse_command(buf, &limits) {
+            let parsed = v2::parse_command(buf, &limits);
+            // FINs are gathered while the input lasts and finished together (one lock round
+            // on the channel); any other command, the end of the input or an error finishes
+            // the gathered ones first, so replies and errors keep the commands' order.
+            if let Ok(Some(Command::Fin(id))) = &parsed {
+                // Only other commands change what `can_batch_fin` looks at: ask once per run.
+                if *fin_ok.get_or_insert_with(|| self.can_batch_fin()) {
+                    self.fins.push(*id);
+                    continue;
+                }
+            }
+            fin_ok = None;
+            self.finish_gathered();
+            let result = match parsed {
                 Ok(Some(cmd)) => self.exec(cmd).await,
                 Ok(None) => return Ok(()),
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
-                tracing::debug!(client = self.client.id, error = %e, "client error");
-                self.push_frame(v2::FRAME_TYPE_ERROR, e.to_string().as_bytes());
+                self.client_error(&e);
                 if e.fatal {
                     let _ = self.flush().await;
                     return Err(ConnError::Client(e));
                 }
             }
         }
+    }
+
+    /// A client error goes back as an error frame (a fatal one then ends the connection).
+    fn client_error(&mut self, e: &ProtocolError) {
+        tracing::debug!(client = self.client.id, error = %e, "client error");
+        self.push_frame(v2::FRAME_TYPE_ERROR, e.to_string().as_bytes());
     }
 
     fn limits(&self) -> v2::Limits {

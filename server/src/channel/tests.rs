@@ -270,3 +270,87 @@ fn paused_channel_or_topic_holds_new_messages() {
     f.channel.set_paused(false).unwrap();
     assert_eq!(bodies(&f.take(&c, 10)), ["a", "b"]);
 }
+
+#[test]
+fn finish_many_finishes_the_owned_and_reports_the_rest_in_order() {
+    let f = fixture();
+    let (a, b) = (
+        client(1, Duration::from_secs(60)),
+        client(2, Duration::from_secs(60)),
+    );
+    f.publish(&["a", "b", "c", "d"], 0);
+    let mine = f.take(&a, 3);
+    let theirs = f.take(&b, 1);
+    let ids = [
+        mine[0].id,
+        theirs[0].id,
+        mine[2].id,
+        *b"00000000deadbeef",
+        mine[0].id, // already finished earlier in the same batch
+    ];
+    let mut failed = Vec::new();
+    f.channel.finish_many(&a, &ids, &mut failed);
+    assert_eq!(
+        failed,
+        [
+            (1, InFlightError::NotOwner),
+            (3, InFlightError::NotInFlight),
+            (4, InFlightError::NotInFlight)
+        ]
+    );
+    assert_eq!(a.finish_count.load(Ordering::Relaxed), 2);
+    assert_eq!(a.in_flight_count.load(Ordering::Relaxed), 1);
+    assert_eq!(f.channel.in_flight_count(), 2, "b's and a's second");
+    assert_eq!(f.channel.e2e.histogram().count, 2);
+    // The finished ones are gone for good; the others still time out and come back.
+    f.clock.advance(Duration::from_secs(61));
+    assert!(f.channel.process_timers());
+    assert_eq!(bodies(&f.take(&a, 10)), ["b", "d"]);
+    assert_eq!(f.channel.cursor.stats().depth, 0);
+}
+
+#[test]
+fn take_unmarked_then_mark_is_take() {
+    let f = fixture();
+    let c = client(1, Duration::from_secs(30));
+    f.publish(&["a", "b", "c"], 0);
+    let mut out = Vec::new();
+    let deadline = f.channel.take_unmarked(&c, 2, false, &mut out).unwrap();
+    assert_eq!(bodies(&out), ["a", "b"]);
+    assert!(out.iter().all(|m| m.attempts == 1));
+    assert_eq!(
+        f.channel.in_flight_count(),
+        0,
+        "not in flight before marking"
+    );
+    let ids: Vec<MessageId> = out.iter().map(|m| m.id).collect();
+    f.channel.mark_in_flight(&c, deadline, out.drain(..));
+    assert_eq!(f.channel.in_flight_count(), 2);
+    assert_eq!(c.in_flight_count.load(Ordering::Relaxed), 2);
+    assert_eq!(c.message_count.load(Ordering::Relaxed), 2);
+    f.channel.touch(&c, &ids[1]).unwrap();
+    f.clock.advance(Duration::from_secs(31));
+    assert!(f.channel.process_timers());
+    assert_eq!(f.channel.timeout_count.load(Ordering::Relaxed), 2);
+    let again = f.take(&c, 10);
+    assert_eq!(bodies(&again), ["a", "b", "c"]);
+    assert_eq!(again[0].attempts, 2);
+}
+
+#[test]
+fn id_hasher_spreads_sequential_ids() {
+    use std::hash::BuildHasher;
+    let bh = BuildHasherDefault::<IdHasher>::default();
+    // Sequential engine ids differ only in their last hex digits; the low bits (the
+    // bucket index) and the top 7 (the control byte) must still vary.
+    let mut low = std::collections::HashSet::new();
+    let mut top = std::collections::HashSet::new();
+    for seq in 0u64..4096 {
+        let id: MessageId = format!("{seq:016x}").into_bytes().try_into().unwrap();
+        let h = bh.hash_one(id);
+        low.insert(h & 4095);
+        top.insert(h >> 57);
+    }
+    assert!(low.len() > 2400, "{} distinct low 12-bit values", low.len());
+    assert_eq!(top.len(), 128);
+}

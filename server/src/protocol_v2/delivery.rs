@@ -132,6 +132,51 @@ impl<S: Stream> Conn<S> {
         })
     }
 
+    /// Whether a FIN can wait to be finished with the next ones from the same input: only
+    /// when it would pass the checks `exec` and `fin` make (subscribed, TLS if required).
+    pub(super) fn can_batch_fin(&self) -> bool {
+        self.sub.is_some()
+            && self.client.state() != ConnState::Init
+            && (!self.nsqd.opts().tls_required() || self.client.info.lock().tls)
+    }
+
+    /// Execute the gathered FINs (see `process_input`): one `Channel::finish_many`, then an
+    /// E_FIN_FAILED error frame per id that failed, in order, as `fin` would send them.
+    pub(super) fn finish_gathered(&mut self) {
+        if self.fins.is_empty() {
+            return;
+        }
+        let mut fins = std::mem::take(&mut self.fins);
+        match self.sub.as_ref().map(|(_, c)| c.clone()) {
+            Some(channel) => {
+                let key = self.wire_key();
+                self.fin_ids.clear();
+                self.fin_ids
+                    .extend(fins.iter().map(|id| crate::guid::from_wire(key, id)));
+                self.fin_failed.clear();
+                channel.finish_many(&self.client, &self.fin_ids, &mut self.fin_failed);
+                for i in 0..self.fin_failed.len() {
+                    let (at, e) = self.fin_failed[i];
+                    let err = ProtocolError::soft(
+                        "E_FIN_FAILED",
+                        format!("FIN {} failed {e}", String::from_utf8_lossy(&fins[at])),
+                    );
+                    self.client_error(&err);
+                }
+            }
+            // Not reached (gathered only while subscribed); answer each as `fin` would.
+            None => {
+                for id in &fins {
+                    if let Err(e) = self.fin(id) {
+                        self.client_error(&e);
+                    }
+                }
+            }
+        }
+        fins.clear();
+        self.fins = fins;
+    }
+
     pub(super) fn req(&mut self, id: &[u8; 16], timeout_ms: i64) -> Result<(), ProtocolError> {
         let channel = self.subscribed_channel("REQ")?;
         let max = self.nsqd.opts().max_req_timeout;
@@ -217,38 +262,59 @@ impl<S: Stream> Conn<S> {
         let mut msgs = std::mem::take(&mut self.scratch);
         msgs.clear();
         let paused = topic.is_paused();
-        let take =
-            |msgs: &mut Vec<engine::Message>| channel.take(&self.client, batch, paused, msgs);
+        let take = |msgs: &mut Vec<engine::Message>| {
+            channel.take_unmarked(&self.client, batch, paused, msgs)
+        };
         // Reads that go to disk run with the worker handed over to the runtime's blocking
         // pool, so other connections (and /ping) are not stalled behind a slow disk.
-        if channel.cursor.next_needs_disk() {
-            crate::nsqd::blocking(|| take(&mut msgs))?;
+        let deadline = if channel.cursor.next_needs_disk() {
+            crate::nsqd::blocking(|| take(&mut msgs))?
         } else {
-            take(&mut msgs)?;
-        }
+            take(&mut msgs)?
+        };
         let got = msgs.len();
         let bytes: usize = msgs.iter().map(|m| m.body.len() + 34).sum();
         if let Some(avg) = bytes.checked_div(got) {
             self.avg_frame = (self.avg_frame * 3 + avg) / 4;
         }
         let key = crate::guid::wire_key(self.nsqd.node_id, topic.id_mask);
-        for m in &msgs {
-            if self.sample_rate > 0 && rand::random::<u32>() % 100 >= self.sample_rate as u32 {
-                // Sampled out: NSQ drops it for this client; we finish it so it is not
-                // redelivered forever.
-                let _ = channel.finish(&self.client, &m.id);
-                continue;
+        if self.sample_rate > 0 {
+            // Sampled out: NSQ drops it for this client; we finish it (in flight first) so
+            // it is not redelivered forever.
+            let keep: Vec<bool> = msgs
+                .iter()
+                .map(|_| rand::random::<u32>() % 100 < self.sample_rate as u32)
+                .collect();
+            channel.mark_in_flight(&self.client, deadline, msgs.iter().cloned());
+            for (m, keep) in msgs.iter().zip(keep) {
+                if !keep {
+                    let _ = channel.finish(&self.client, &m.id);
+                } else {
+                    self.encode(key, m);
+                }
             }
-            // The id on the wire is the engine's id under the topic's key (see crate::guid).
-            v2::encode_message_frame(
-                &mut self.out,
-                m.timestamp_ns,
-                m.attempts,
-                &crate::guid::to_wire(key, &m.id),
-                &m.body,
-            );
+            msgs.clear();
+        } else {
+            for m in &msgs {
+                self.encode(key, m);
+            }
+            // Nothing was sent yet (the buffer is flushed after this returns): the messages
+            // move into the in-flight table, no copy kept.
+            channel.mark_in_flight(&self.client, deadline, msgs.drain(..));
         }
         self.scratch = msgs;
         Ok(got == batch)
+    }
+
+    /// One message frame into the output buffer; the id on the wire is the engine's id
+    /// under the topic's key (see crate::guid).
+    fn encode(&mut self, key: u64, m: &engine::Message) {
+        v2::encode_message_frame(
+            &mut self.out,
+            m.timestamp_ns,
+            m.attempts,
+            &crate::guid::to_wire(key, &m.id),
+            &m.body,
+        );
     }
 }
