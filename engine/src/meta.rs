@@ -62,11 +62,20 @@ fn channel_key(topic: &str, channel: &str) -> Vec<u8> {
     k
 }
 
+/// Bound on sled's page cache. The store holds a few small values per topic and channel;
+/// sled's default (1 GiB) lets cursor rewrites accumulate cached page versions. sled does not
+/// persist this setting, so it applies to existing stores as well.
+const CACHE_CAPACITY: u64 = 4 << 20;
+
 impl Meta {
+    /// Open (or create) the store. `segment_size` is left at sled's default (512 KiB), which
+    /// sled persists and refuses to reopen with another value, so every existing data
+    /// directory opens unchanged.
     pub fn open(path: &Path) -> Result<Meta> {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_CAPACITY)
             .open()?;
         let topics = db.open_tree("topics")?;
         let channels = db.open_tree("channels")?;
@@ -80,7 +89,10 @@ impl Meta {
     /// A store that lives in memory only (used when the data directory's store cannot be
     /// opened for lack of space; see `meta_recovery`).
     pub fn temporary() -> Result<Meta> {
-        let db = sled::Config::new().temporary(true).open()?;
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(CACHE_CAPACITY)
+            .open()?;
         let topics = db.open_tree("topics")?;
         let channels = db.open_tree("channels")?;
         Ok(Meta {
