@@ -88,6 +88,7 @@ impl Log {
         dir: &Path,
         max_bytes: usize,
     ) -> Result<(Log, RecoveryReport)> {
+        let started = std::time::Instant::now();
         std::fs::create_dir_all(dir).at(dir)?;
         let names = list_segments(dir)?;
         let mut report = RecoveryReport {
@@ -126,6 +127,9 @@ impl Log {
             encode_buf: Vec::new(),
         };
         log.open_writer()?;
+        tracing::debug!(dir = %dir.display(), segments = report.segments,
+            scanned_segments = report.scanned_segments, scanned_bytes = report.scanned_bytes,
+            records = report.records, ms = started.elapsed().as_secs_f64() * 1e3, "log opened");
         Ok((log, report))
     }
 
