@@ -8,11 +8,13 @@
 #      server CPU per delivered message from /proc/PID/stat around the read
 #   c  fan-out 4 channels: nsq_bench reader --channels 4 over a backlog, server CPU and msgs/s
 #   d  16 KiB publish + drain, 3 rounds in one server life: msgs/s, MB/s, peak and idle RSS
-#   e  peak RSS over a publish + drain of $E_COUNT 200 B messages (default 10M)
+#   e  peak RSS over a publish + drain of $E_COUNT 200 B messages (default 10M); servers
+#      $E_KINDS (default "nsq ours"; "nsq old ours" adds the build $OLD)
 #   f  latency at fixed rates (20k, 100k msgs/s default setting; 100k at --mem-queue-size=0
 #      with 1 MiB segments, also against the pre-roll-work build $OLD when it exists)
-#   g  restart with a 10M backlog after SIGTERM and after kill -9; shutdown and restart
-#      with 2,000 topics
+#   g  restart with a 10M backlog after SIGTERM and after kill -9 ($G_HOW, default
+#      "term kill"); shutdown and restart with 2,000 topics (G_TOPICS=0 skips it); servers
+#      $G_KINDS (default "nsq ours")
 # (a and b share runs, so "a" runs both; h comes out of a.)
 #
 # Each scenario alternates NSQ and nsq-rs, $PAIRS pairs (default 3), a fresh data dir per
@@ -166,7 +168,7 @@ scenario_d() {
 # e: peak RSS (VmHWM of a fresh server) over a publish + drain of E_COUNT messages
 scenario_e() {
   for pair in $(seq "$PAIRS"); do
-    for kind in nsq ours; do
+    for kind in ${E_KINDS:-nsq ours}; do
       log "e pair $pair $kind ($E_COUNT msgs)"
       start_server "$kind"
       post "/topic/create?topic=sub_bench"
@@ -212,8 +214,8 @@ scenario_f() {
 # g: restart with a backlog, shutdown and restart with 2,000 topics
 scenario_g() {
   for pair in $(seq "$PAIRS"); do
-    for how in term kill; do
-      for kind in nsq ours; do
+    for how in ${G_HOW:-term kill}; do
+      for kind in ${G_KINDS:-nsq ours}; do
         log "g restart after $how pair $pair $kind ($G_COUNT msgs)"
         start_server "$kind"
         post "/topic/create?topic=sub_bench"
@@ -229,7 +231,8 @@ scenario_g() {
         clean
       done
     done
-    for kind in nsq ours; do
+    [[ ${G_TOPICS:-1} == 0 ]] && continue
+    for kind in ${G_KINDS:-nsq ours}; do
       log "g 2000 topics pair $pair $kind"
       DATA=$(mktemp -d "$TMPBASE/bvn.XXXXXX")
       local cmd=("$(bin_of "$kind")" --data-path="$DATA" --tcp-address="$TCP" --http-address="$HTTP" --log-level=warn)

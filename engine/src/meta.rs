@@ -62,11 +62,20 @@ fn channel_key(topic: &str, channel: &str) -> Vec<u8> {
     k
 }
 
+/// Bound on sled's page cache. The store holds a few small values per topic and channel;
+/// sled's default (1 GiB) lets cursor rewrites accumulate cached page versions. sled does not
+/// persist this setting, so it applies to existing stores as well.
+const CACHE_CAPACITY: u64 = 4 << 20;
+
 impl Meta {
+    /// Open (or create) the store. `segment_size` is left at sled's default (512 KiB), which
+    /// sled persists and refuses to reopen with another value, so every existing data
+    /// directory opens unchanged.
     pub fn open(path: &Path) -> Result<Meta> {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_CAPACITY)
             .open()?;
         let topics = db.open_tree("topics")?;
         let channels = db.open_tree("channels")?;
@@ -80,7 +89,10 @@ impl Meta {
     /// A store that lives in memory only (used when the data directory's store cannot be
     /// opened for lack of space; see `meta_recovery`).
     pub fn temporary() -> Result<Meta> {
-        let db = sled::Config::new().temporary(true).open()?;
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(CACHE_CAPACITY)
+            .open()?;
         let topics = db.open_tree("topics")?;
         let channels = db.open_tree("channels")?;
         Ok(Meta {
@@ -192,5 +204,80 @@ mod tests {
             to_ranges([1, 2, 3, 7, 9, 10]),
             vec![(1, 4), (7, 8), (9, 11)]
         );
+    }
+
+    /// A store written with the settings nsqd used before (sled's defaults but for the
+    /// mode) opens with today's, keeps every topic, channel and cursor, and keeps the
+    /// persisted segment size (sled refuses to open a store with a different one).
+    #[test]
+    fn a_store_written_with_the_old_settings_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        let topics: Vec<(String, TopicMeta)> = (0..50u64)
+            .map(|i| {
+                let t = TopicMeta {
+                    paused: i % 2 == 0,
+                    next_channel_id: 3,
+                    next_seq: 1_000 + i,
+                    start_seq: i,
+                };
+                (format!("topic{i}"), t)
+            })
+            .collect();
+        let channel = |i: u64, c: u32| ChannelMeta {
+            id: c,
+            paused: c == 2,
+            read: 900 + i,
+            ack_floor: 100 + i,
+            unacked: vec![(100 + i, 102 + i)],
+            ahead: vec![950 + i],
+        };
+        {
+            let db = sled::Config::new()
+                .path(&path)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+                .unwrap();
+            let old = Meta {
+                topics: db.open_tree("topics").unwrap(),
+                channels: db.open_tree("channels").unwrap(),
+                db,
+            };
+            for (i, (name, t)) in topics.iter().enumerate() {
+                old.put_topic(name, t).unwrap();
+                for c in 1..3 {
+                    old.put_channel(name, &format!("ch{c}"), &channel(i as u64, c))
+                        .unwrap();
+                }
+            }
+            old.flush().unwrap();
+        }
+        // sled's `conf`: text lines, then a CRC.
+        let conf = std::fs::read(path.join("conf")).unwrap();
+        let conf = String::from_utf8_lossy(&conf);
+        assert!(conf.contains("segment_size: 524288"), "{conf}");
+        let m = Meta::open(&path).unwrap();
+        let mut names = m.topic_names().unwrap();
+        names.sort();
+        let mut want: Vec<String> = topics.iter().map(|(n, _)| n.clone()).collect();
+        want.sort();
+        assert_eq!(names, want);
+        for (i, (name, t)) in topics.iter().enumerate() {
+            assert_eq!(m.topic(name).unwrap().as_ref(), Some(t));
+            let chans = m.channels(name).unwrap();
+            assert_eq!(
+                chans,
+                vec![
+                    ("ch1".to_string(), channel(i as u64, 1)),
+                    ("ch2".to_string(), channel(i as u64, 2))
+                ]
+            );
+        }
+        // Written again with today's settings, and reopened.
+        m.put_channel("topic7", "ch1", &channel(70, 1)).unwrap();
+        m.flush().unwrap();
+        drop(m);
+        let m = Meta::open(&path).unwrap();
+        assert_eq!(m.channels("topic7").unwrap()[0].1, channel(70, 1));
     }
 }

@@ -16,6 +16,7 @@ use crate::meta::{to_ranges, ChannelMeta, Meta, TopicMeta};
 use crate::reader::{CursorSnapshot, DataDir};
 
 pub(crate) fn open(data_path: &Path) -> Result<Meta> {
+    let started = std::time::Instant::now();
     let dir = data_path.join("meta");
     let existed = dir.exists();
     let opened = std::panic::catch_unwind(|| Meta::open(&dir)).unwrap_or_else(|_| {
@@ -50,7 +51,10 @@ pub(crate) fn open(data_path: &Path) -> Result<Meta> {
             Meta::open(&dir)?
         }
     };
+    let opened_ms = started.elapsed().as_secs_f64() * 1e3;
     let rebuilt = reconcile(&meta, data_path)?;
+    tracing::debug!(path = %dir.display(), open_ms = opened_ms,
+        reconcile_ms = started.elapsed().as_secs_f64() * 1e3 - opened_ms, "metadata store opened");
     if rebuilt > 0 && existed {
         tracing::warn!(path = %dir.display(), entries = rebuilt, "metadata store was missing entries: restored them from the data directory");
     } else if rebuilt > 0 {

@@ -67,6 +67,11 @@ impl SyncHandle {
         }
         if let Err(e) = self.io.sync_data(&self.file) {
             self.poisoned.store(true, Ordering::Release);
+            // The data may not be what a provisional summary (written at the seal, see
+            // seal.rs) describes: let the next start scan the segment.
+            if let Some(summary) = &self.summary {
+                let _ = std::fs::remove_file(&summary.0);
+            }
             return Err(e).at(&self.path);
         }
         if let Some(len) = self.trim_to {

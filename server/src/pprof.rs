@@ -27,8 +27,12 @@ use axum::response::{IntoResponse, Response};
 /// peak RSS of two publish + drain rounds from 507 to 359 MiB (medians) and kept the RSS
 /// 10 s after each drain at 45-48 MiB (docs/BENCHMARKS.md, "nsqd memory with 16 KiB and
 /// 200 B bodies ..."). Heap profiling stays on: its sampler made no clear difference.
+/// Two arenas (`narenas:2`; jemalloc's default is 4 per CPU, 8 here) because each arena
+/// keeps its own freed-but-not-yet-returned pages: over a 2M x 200 B publish + drain the
+/// peak RSS went from 46-52 MiB to 35-36 MiB (31-33 with one arena), publish and drain
+/// rates within the noise (docs/BENCHMARKS.md, branch `meta`).
 pub const JEMALLOC_CONF: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19,\
-background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:2\0";
 
 /// The longest CPU profile one request may ask for.
 pub const MAX_CPU_SECONDS: u64 = 300;

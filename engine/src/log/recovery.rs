@@ -66,7 +66,8 @@ pub(super) fn recover_segment(
     let file = info.file.clone();
     let mut sc = SegmentScanner::new(&file, path, file_len, 0)
         .with_io(io)
-        .with_format(format);
+        .with_format(format)
+        .headers_only();
     // Where the damage after the last valid record started, if any.
     let mut damage: Option<(u64, &'static str)> = None;
     loop {
