@@ -9,8 +9,9 @@
 //! a small topic holds little more disk than its data. The file's size is always the end
 //! of the last complete record; readers `pread` up to the length the log committed.
 //!
-//! A batch is written with one `pwrite`. If it fails part-way, the file is cut back to where
-//! the batch started, so a half-written record is never there to be read.
+//! A batch is written with one `pwrite`, or one `pwritev` of pieces taken from where they
+//! are. If it fails part-way, the file is cut back to where the batch started, so a
+//! half-written record is never there to be read.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
