@@ -6,7 +6,7 @@
 //! Under `cfg(test)` it may carry a [`FaultPlan`] that is consulted before each call.
 //! sled (the metadata store) does its own IO and is not behind this seam.
 //!
-//! This is the engine's one module with `unsafe` (the `fallocate` call).
+//! This is the engine's one module with `unsafe` (the `fallocate`, `flock` and `pwritev` calls).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -187,6 +187,58 @@ impl Io {
             return Err(fault_error(f));
         }
         file.write_all_at(buf, offset)
+    }
+
+    /// Write all of `bufs`, one after another, at `offset` (`pwritev`: the pieces go to
+    /// the file from where they are, with no copy into one buffer first). On error, part
+    /// of them may have been written.
+    pub fn write_all_vectored_at(
+        &self,
+        file: &File,
+        mut bufs: &mut [io::IoSlice<'_>],
+        mut offset: u64,
+    ) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(f) = self.faults.as_ref().and_then(|p| p.check(Op::Write)) {
+            if f == Fault::ShortWrite {
+                if let Some(first) = bufs.first().filter(|b| b.len() > 1) {
+                    file.write_all_at(&first[..first.len() / 2], offset)?;
+                }
+            }
+            return Err(fault_error(f));
+        }
+        use std::os::fd::AsRawFd;
+        /// Linux's IOV_MAX: at most this many pieces per call.
+        const MAX_IOV: usize = 1024;
+        io::IoSlice::advance_slices(&mut bufs, 0); // drop leading empty pieces
+        while !bufs.is_empty() {
+            let n = bufs.len().min(MAX_IOV);
+            let off = libc::off_t::try_from(offset)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the `n` pieces are
+            // valid for reads for the duration of the call.
+            let r = unsafe {
+                libc::pwritev(
+                    file.as_raw_fd(),
+                    bufs.as_ptr().cast::<libc::iovec>(),
+                    n as libc::c_int,
+                    off,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if r == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            offset += r as u64;
+            io::IoSlice::advance_slices(&mut bufs, r as usize);
+        }
+        Ok(())
     }
 
     pub fn read_at(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {

@@ -78,6 +78,28 @@ pub struct Log {
     encode_buf: Vec<u8>,
 }
 
+/// Bodies up to this size are copied beside their header into the log's encode buffer
+/// (one piece per batch); bigger ones are written from where they are (`pwritev`), which
+/// saves copying them once more.
+pub(crate) const INLINE_BODY_MAX: usize = 4096;
+
+/// One batch of [`Log::append`]: the pieces to write, in order.
+#[derive(Default)]
+struct Batch<'b> {
+    spans: Vec<Span<'b>>,
+    /// Start in the encode buffer of the piece still open.
+    buf_from: usize,
+    /// Bytes in the batch.
+    len: u64,
+}
+
+enum Span<'b> {
+    /// A range of the encode buffer.
+    Buf(std::ops::Range<usize>),
+    /// A body, written from where it is.
+    Body(&'b [u8]),
+}
+
 impl Log {
     pub fn open(dir: &Path, max_bytes: usize) -> Result<(Log, RecoveryReport)> {
         Log::open_with(&Io::default(), dir, max_bytes)
@@ -227,13 +249,25 @@ impl Log {
         &mut self,
         records: impl IntoIterator<Item = (RecordHeader, &'b [u8])>,
     ) -> Result<()> {
+        self.append_with_crcs(records.into_iter().map(|(h, b)| (h, b, None)))
+    }
+
+    /// [`append`](Self::append) with each body's [`record::body_crc`] where the caller
+    /// has it (computed while the body was in cache).
+    pub(crate) fn append_with_crcs<'b>(
+        &mut self,
+        records: impl IntoIterator<Item = (RecordHeader, &'b [u8], Option<u32>)>,
+    ) -> Result<()> {
         let end = self.end_seq();
+        // Headers, and bodies up to INLINE_BODY_MAX, are encoded into `buf`; bigger bodies
+        // are written from where they are (one `pwritev` of the pieces per batch).
         let mut buf = std::mem::take(&mut self.encode_buf);
         buf.clear();
-        // (seq, timestamp, offset in buf, length) of the records in `buf`.
+        let mut batch = Batch::default();
+        // (seq, timestamp, offset in the batch, length) of the records in it.
         let mut pending: Vec<(u64, i64, u64, u64)> = Vec::new();
         let mut result = Ok(());
-        for (h, body) in records {
+        for (h, body, body_crc) in records {
             if h.seq < end && end > 0 {
                 continue;
             }
@@ -246,9 +280,9 @@ impl Log {
                 .writer
                 .as_ref()
                 .filter(|w| !w.is_poisoned())
-                .map_or(0, |w| w.remaining().saturating_sub(buf.len() as u64));
+                .map_or(0, |w| w.remaining().saturating_sub(batch.len));
             if room < need as u64 {
-                if let Err(e) = self.flush_batch(&buf, &mut pending) {
+                if let Err(e) = self.flush_batch(&buf, &mut batch, &mut pending) {
                     result = Err(e);
                     break;
                 }
@@ -259,12 +293,21 @@ impl Log {
                 }
             }
             let at = buf.len();
-            buf.resize(at + need, 0);
-            record::encode(&mut buf[at..], &h, body);
-            pending.push((h.seq, h.timestamp_ns, at as u64, need as u64));
+            let header_len = need - body.len();
+            buf.resize(at + header_len, 0);
+            record::encode_header(&mut buf[at..], &h, body, body_crc);
+            if body.len() <= INLINE_BODY_MAX {
+                buf.extend_from_slice(body);
+            } else {
+                batch.spans.push(Span::Buf(batch.buf_from..buf.len()));
+                batch.spans.push(Span::Body(body));
+                batch.buf_from = buf.len();
+            }
+            pending.push((h.seq, h.timestamp_ns, batch.len, need as u64));
+            batch.len += need as u64;
         }
         if result.is_ok() {
-            result = self.flush_batch(&buf, &mut pending);
+            result = self.flush_batch(&buf, &mut batch, &mut pending);
         }
         buf.clear();
         if buf.capacity() > 4 << 20 {
@@ -274,8 +317,17 @@ impl Log {
         result
     }
 
-    /// Write the encoded records of `buf` at the writer's end and index them.
-    fn flush_batch(&mut self, buf: &[u8], pending: &mut Vec<(u64, i64, u64, u64)>) -> Result<()> {
+    /// Write the batch (pieces of `buf` and bodies) at the writer's end and index its
+    /// records. Leaves `batch` empty.
+    fn flush_batch(
+        &mut self,
+        buf: &[u8],
+        batch: &mut Batch<'_>,
+        pending: &mut Vec<(u64, i64, u64, u64)>,
+    ) -> Result<()> {
+        let len = std::mem::take(&mut batch.len);
+        let mut spans = std::mem::take(&mut batch.spans);
+        spans.push(Span::Buf(std::mem::take(&mut batch.buf_from)..buf.len()));
         if pending.is_empty() {
             return Ok(());
         }
@@ -283,7 +335,19 @@ impl Log {
             return Err(Error::Closed);
         };
         let base = w.pos();
-        w.append(buf)?;
+        if let [Span::Buf(r)] = &spans[..] {
+            w.append(&buf[r.clone()])?;
+        } else {
+            let mut slices: Vec<std::io::IoSlice<'_>> = spans
+                .iter()
+                .map(|s| match s {
+                    Span::Buf(r) => std::io::IoSlice::new(&buf[r.clone()]),
+                    Span::Body(b) => std::io::IoSlice::new(b),
+                })
+                .filter(|s| !s.is_empty())
+                .collect();
+            w.append_vectored(&mut slices, len)?;
+        }
         for (seq, ts, at, len) in pending.drain(..) {
             info.note_record(seq, ts, base + at, len);
         }

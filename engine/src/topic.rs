@@ -314,12 +314,21 @@ impl Topic {
         let min_floor = self.core.spill_floor();
         let mem_limit = self.core.opts().mem_queue_size;
         let mut immediate = on_durable;
+        // The CRC of each big body now, while the read that brought it left it in cache:
+        // a spill reads it otherwise from memory that has long gone cold.
+        let crcs: Vec<Option<u32>> = msgs
+            .iter()
+            .map(|m| {
+                (!self.core.ephemeral && m.body.len() > crate::log::INLINE_BODY_MAX)
+                    .then(|| crate::record::body_crc(&m.body))
+            })
+            .collect();
         let (first, count, wake) = {
             let mut st = self.core.state.lock();
             self.check_bound(&st)?;
             let first = st.next_seq;
             let count = msgs.len();
-            for m in msgs {
+            for (m, body_crc) in msgs.into_iter().zip(crcs) {
                 let seq = st.next_seq;
                 st.next_seq += 1;
                 st.mem.push_back(MemRecord {
@@ -332,6 +341,7 @@ impl Topic {
                         id: message_id(seq),
                     },
                     body: m.body,
+                    body_crc,
                 });
             }
             let over = st.mem.len().saturating_sub(mem_limit);

@@ -6,6 +6,9 @@ use super::*;
 pub(super) struct MemRecord {
     pub(super) header: RecordHeader,
     pub(super) body: Bytes,
+    /// `record::body_crc(body)` for a body the log writes from where it is (bigger than
+    /// `log::INLINE_BODY_MAX`), computed at publish while it was in cache.
+    pub(super) body_crc: Option<u32>,
 }
 
 pub(crate) struct TopicState {
@@ -52,11 +55,11 @@ pub(super) fn spill_front(st: &mut TopicState, n: usize, min_floor: Option<u64>)
     };
     let unfinished = |r: &&MemRecord| min_floor.is_none_or(|m| r.header.seq >= m);
     let written = mem.iter().take(n).filter(unfinished).count();
-    let r = log.append(
+    let r = log.append_with_crcs(
         mem.iter()
             .take(n)
             .filter(unfinished)
-            .map(|r| (r.header, &r.body[..])),
+            .map(|r| (r.header, &r.body[..], r.body_crc)),
     );
     let stored_end = log.end_seq();
     match r {
