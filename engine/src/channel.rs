@@ -105,6 +105,13 @@ impl Channel {
             let Some(&seq) = c.replay.front() else {
                 break;
             };
+            if !c.outstanding.contains(&seq) {
+                // Finished after it was queued (a forward rewind queues unfinished messages
+                // whose earlier delivery may still be in flight, and its FIN can come
+                // first): nothing is owed, and a delivery now would be tracked by nothing.
+                c.replay.pop_front();
+                continue;
+            }
             // Taken off the replay list only once it was read: a read error leaves it there.
             let found = self.core.read_one(seq)?;
             c.replay.pop_front();
@@ -158,7 +165,12 @@ impl Channel {
     pub fn peek(&self, n: usize, max_bytes: usize) -> Result<Vec<Message>> {
         let c = self.cursor.lock();
         let mut out = Vec::new();
-        for &seq in c.replay.iter().take(n) {
+        for &seq in c
+            .replay
+            .iter()
+            .filter(|s| c.outstanding.contains(s))
+            .take(n)
+        {
             if let Some(m) = self.core.read_one(seq)? {
                 out.push(m);
             }
