@@ -352,7 +352,12 @@ impl Topic {
                 ours_on_disk = st.mem.get(over - 1).is_some_and(|r| r.header.seq >= first);
                 let min_floor = self.core.drop_floor(&st, min_floor);
                 if let Err(e) = spill_front(&mut st, over, min_floor) {
-                    self.core.set_fault(&e);
+                    // Deleted while this call waited for the lock: the directory may be
+                    // gone (the first segment cannot be created), which is no storage fault.
+                    let deleted = self.core.deleted.load(Ordering::Acquire);
+                    if !deleted {
+                        self.core.set_fault(&e);
+                    }
                     // Not acknowledged: take back this call's messages that did not reach
                     // the log. (Older messages the log could not take stay in memory.)
                     let stored_end = st.log.as_ref().map_or(0, |l| l.end_seq());
@@ -361,6 +366,9 @@ impl Topic {
                     }
                     st.next_seq = first.max(stored_end);
                     self.core.note_front(&st);
+                    if deleted {
+                        return Err(Error::Deleted(self.core.name.clone()));
+                    }
                     return Err(e);
                 }
                 self.core.clear_fault();
