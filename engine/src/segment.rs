@@ -196,17 +196,9 @@ impl SegmentWriter {
     /// Write whole encoded records at the end. On error nothing of `bytes` counts: the
     /// file is cut back to where it was, and `pos` is unchanged.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        let n = bytes.len() as u64;
-        debug_assert!(n <= self.remaining(), "caller checks remaining()");
-        self.reserve(n)?;
-        if let Err(e) = self.io.write_all_at(&self.file, bytes, self.pos) {
-            // Drop any part that was written (and the reservation past it).
-            let _ = self.io.set_len(&self.file, self.pos);
-            self.reserved = self.pos;
-            return Err(e).at(&self.path);
-        }
-        self.pos += n;
-        Ok(())
+        self.append_with(bytes.len() as u64, |io, file, at| {
+            io.write_all_at(file, bytes, at)
+        })
     }
 
     /// [`append`](Self::append) for a batch given in pieces (`len` bytes in all), written
@@ -216,10 +208,20 @@ impl SegmentWriter {
         bufs: &mut [std::io::IoSlice<'_>],
         len: u64,
     ) -> Result<()> {
-        debug_assert!(len <= self.remaining(), "caller checks remaining()");
         debug_assert_eq!(len, bufs.iter().map(|b| b.len() as u64).sum::<u64>());
+        self.append_with(len, |io, file, at| io.write_all_vectored_at(file, bufs, at))
+    }
+
+    /// Reserve `len` bytes at the end and `write` them there; on error drop any part that
+    /// was written (and the reservation past it), leaving `pos` unchanged.
+    fn append_with(
+        &mut self,
+        len: u64,
+        write: impl FnOnce(&Io, &File, u64) -> std::io::Result<()>,
+    ) -> Result<()> {
+        debug_assert!(len <= self.remaining(), "caller checks remaining()");
         self.reserve(len)?;
-        if let Err(e) = self.io.write_all_vectored_at(&self.file, bufs, self.pos) {
+        if let Err(e) = write(&self.io, &self.file, self.pos) {
             let _ = self.io.set_len(&self.file, self.pos);
             self.reserved = self.pos;
             return Err(e).at(&self.path);
