@@ -13,14 +13,24 @@ use crate::topic::trim_to_bytes;
 use crate::topic::TopicCore;
 use crate::types::{ChannelStats, Message, RewindTo};
 
+/// A channel's positions as the topic sees them without the channel's lock.
+pub(crate) struct Marks {
+    /// Lowest unfinished sequence (outstanding's first, else `read`): what memory may drop
+    /// and GC may remove below.
+    pub(crate) floor: AtomicU64,
+    /// The next sequence the channel reads for the first time: how far behind the newest
+    /// message it is (see `TopicCore::spill_count`).
+    pub(crate) read: AtomicU64,
+}
+
 pub struct Channel {
     pub(crate) name: String,
     pub(crate) id: u32,
     pub(crate) ephemeral: bool,
     core: Arc<TopicCore>,
     paused: AtomicBool,
-    /// Lowest unfinished sequence (outstanding's first, else read), shared with the topic.
-    pub(crate) floor_pos: Arc<AtomicU64>,
+    /// Where this channel is, shared with the topic (see [`Marks`]).
+    pub(crate) marks: Arc<Marks>,
     cursor: Mutex<Cursor>,
     /// Changed since last persisted.
     pub(crate) dirty: AtomicBool,
@@ -47,7 +57,10 @@ impl Channel {
             ephemeral,
             core: core.clone(),
             paused: AtomicBool::new(false),
-            floor_pos: Arc::new(AtomicU64::new(start)),
+            marks: Arc::new(Marks {
+                floor: AtomicU64::new(start),
+                read: AtomicU64::new(start),
+            }),
             cursor: Mutex::new(Cursor::at(start)),
             dirty: AtomicBool::new(true),
             deleted: AtomicBool::new(false),
@@ -76,7 +89,8 @@ impl Channel {
     }
 
     fn publish_floor(&self, c: &Cursor) {
-        self.floor_pos.store(c.floor(), Ordering::Release);
+        self.marks.floor.store(c.floor(), Ordering::Release);
+        self.marks.read.store(c.read, Ordering::Release);
     }
 
     /// Would the next [`Channel::next_batch`] read from disk (a replay after a restart, or

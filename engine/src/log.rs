@@ -9,6 +9,7 @@
 //! not the rest of the segment. Only a torn tail with nothing valid after it is cut.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -91,6 +92,43 @@ struct Batch<'b> {
     buf_from: usize,
     /// Bytes in the batch.
     len: u64,
+}
+
+/// A batch planned by [`Log::begin_append`], to be written without the topic lock.
+#[derive(Default)]
+pub(crate) struct PendingAppend {
+    /// The segment file and the I/O layer to write with (`None`: nothing to write).
+    target: Option<(Arc<std::fs::File>, Io)>,
+    at: u64,
+    len: u64,
+    buf: Vec<u8>,
+    spans: Vec<OwnedSpan>,
+    /// (seq, timestamp, offset in the batch, length) of each record.
+    indexed: Vec<(u64, i64, u64, u64)>,
+}
+
+enum OwnedSpan {
+    Buf(std::ops::Range<usize>),
+    Body(Bytes),
+}
+
+impl PendingAppend {
+    /// The `pwritev` itself: needs no lock.
+    pub(crate) fn write(&self) -> std::io::Result<()> {
+        let Some((file, io)) = &self.target else {
+            return Ok(());
+        };
+        let mut slices: Vec<std::io::IoSlice<'_>> = self
+            .spans
+            .iter()
+            .map(|s| match s {
+                OwnedSpan::Buf(r) => std::io::IoSlice::new(&self.buf[r.clone()]),
+                OwnedSpan::Body(b) => std::io::IoSlice::new(b),
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        io.write_all_vectored_at(file, &mut slices, self.at)
+    }
 }
 
 enum Span<'b> {
@@ -315,6 +353,102 @@ impl Log {
         }
         self.encode_buf = buf;
         result
+    }
+
+    /// Plan the append of `records` (as [`append_with_crcs`](Self::append_with_crcs),
+    /// bodies given as `Bytes` so the plan can own them) for a write made without the
+    /// topic lock: [`PendingAppend::write`], then [`finish_append`](Self::finish_append)
+    /// under the lock, before any other append. Until then readers see the log as it was.
+    /// `Ok(None)` when the batch does not fit in the writable segment (a roll is due, or
+    /// there is no usable writer): the caller appends the usual way. Nothing is changed
+    /// but the file's space reservation.
+    pub(crate) fn begin_append<'b>(
+        &mut self,
+        records: impl IntoIterator<Item = (RecordHeader, &'b Bytes, Option<u32>)>,
+    ) -> Result<Option<PendingAppend>> {
+        let end = self.end_seq();
+        let Some(w) = self.writer.as_mut().filter(|w| !w.is_poisoned()) else {
+            return Ok(None);
+        };
+        let mut buf = std::mem::take(&mut self.encode_buf);
+        buf.clear();
+        let mut spans = Vec::new();
+        let mut buf_from = 0;
+        let mut indexed = Vec::new();
+        let mut len = 0u64;
+        for (h, body, body_crc) in records {
+            if h.seq < end && end > 0 {
+                continue;
+            }
+            let need = record::encoded_len(&h, body.len()) as u64;
+            if len + need > w.remaining() {
+                self.encode_buf = buf;
+                return Ok(None);
+            }
+            let at = buf.len();
+            buf.resize(at + (need as usize - body.len()), 0);
+            record::encode_header(&mut buf[at..], &h, body, body_crc);
+            if body.len() <= INLINE_BODY_MAX {
+                buf.extend_from_slice(body);
+            } else {
+                spans.push(OwnedSpan::Buf(buf_from..buf.len()));
+                spans.push(OwnedSpan::Body(body.clone()));
+                buf_from = buf.len();
+            }
+            indexed.push((h.seq, h.timestamp_ns, len, need));
+            len += need;
+        }
+        spans.push(OwnedSpan::Buf(buf_from..buf.len()));
+        if indexed.is_empty() {
+            self.encode_buf = buf;
+            return Ok(Some(PendingAppend::default()));
+        }
+        let at = match w.begin_external(len) {
+            Ok(at) => at,
+            Err(e) => {
+                self.encode_buf = buf;
+                return Err(e);
+            }
+        };
+        Ok(Some(PendingAppend {
+            target: Some((w.file().clone(), w.io().clone())),
+            at,
+            len,
+            buf,
+            spans,
+            indexed,
+        }))
+    }
+
+    /// Make a [`PendingAppend`] part of the log, given its write's result: on success its
+    /// records become readable; on error (or if the writable segment changed meanwhile)
+    /// none of them count and the file is cut back.
+    pub(crate) fn finish_append(
+        &mut self,
+        mut p: PendingAppend,
+        written: std::io::Result<()>,
+    ) -> Result<()> {
+        let mut buf = std::mem::take(&mut p.buf);
+        buf.clear();
+        if buf.capacity() <= 4 << 20 {
+            self.encode_buf = buf;
+        }
+        let Some((file, _)) = p.target.take() else {
+            return Ok(()); // nothing to write
+        };
+        let (Some(w), Some(info)) = (self.writer.as_mut(), self.segments.last_mut()) else {
+            return Err(Error::Closed);
+        };
+        if !Arc::ptr_eq(w.file(), &file) || w.pos() != p.at {
+            // The segment was replaced while the write ran (the topic closed or a fault
+            // was handled): what was written there is past any end that counts.
+            return Err(Error::Closed);
+        }
+        w.end_external(p.at, p.len, written)?;
+        for (seq, ts, at, len) in p.indexed.drain(..) {
+            info.note_record(seq, ts, p.at + at, len);
+        }
+        Ok(())
     }
 
     /// Write the batch (pieces of `buf` and bodies) at the writer's end and index its

@@ -230,6 +230,33 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Reserve `len` bytes at the end for a write the caller makes itself, without this
+    /// writer (see `Log::begin_append`): returns where it goes. Nothing counts until
+    /// [`end_external`](Self::end_external) with the write's result.
+    pub(crate) fn begin_external(&mut self, len: u64) -> Result<u64> {
+        debug_assert!(len <= self.remaining(), "caller checks remaining()");
+        self.reserve(len)?;
+        Ok(self.pos)
+    }
+
+    /// The end of a write [`begin_external`](Self::begin_external) planned at `at`: on
+    /// success its bytes count; on error whatever part was written is dropped, as in
+    /// [`append`](Self::append).
+    pub(crate) fn end_external(&mut self, at: u64, len: u64, r: std::io::Result<()>) -> Result<()> {
+        debug_assert_eq!(at, self.pos, "one external write at a time");
+        if let Err(e) = r {
+            let _ = self.io.set_len(&self.file, self.pos);
+            self.reserved = self.pos;
+            return Err(e).at(&self.path);
+        }
+        self.pos += len;
+        Ok(())
+    }
+
+    pub(crate) fn io(&self) -> &Io {
+        &self.io
+    }
+
     pub(crate) fn sync_handle(&self) -> SyncHandle {
         SyncHandle {
             file: self.file.clone(),

@@ -1019,8 +1019,15 @@ fn depth_after_a_crash_counts_only_deliverable_messages() {
     {
         let e = Engine::open(dir.path(), o).unwrap();
         let t = e.topic("t").unwrap();
-        t.channel("c").unwrap();
-        t.publish(msgs(0, 250), None).unwrap(); // 150 spill to the log, 100 stay in memory
+        let c = t.channel("c").unwrap();
+        // 150 go to the log (more than the bound ahead of the channel); the channel takes
+        // them (unfinished); the next 100 are within the bound of it and stay in memory.
+        t.publish(msgs(0, 150), None).unwrap();
+        let mut taken = Vec::new();
+        c.next_batch(150, &mut taken).unwrap();
+        assert_eq!(taken.len(), 150);
+        t.publish(msgs(150, 100), None).unwrap();
+        assert_eq!(t.stats().mem_depth, 100, "the newest 100 in memory");
         std::thread::sleep(Duration::from_millis(300)); // a sync round persists the watermark
         retention::copy_dir(dir.path(), crashed.path()); // kill -9 now
         e.close().unwrap();
@@ -1091,6 +1098,9 @@ fn topic_settings_apply_at_once_and_persist() {
 
 #[path = "rewind_crash_tests.rs"]
 mod rewind_crash;
+
+#[path = "spill_tests.rs"]
+mod spill;
 
 /// The engine-level property test again, with rewinds (to a published message's sequence,
 /// or to the latest) and retention, so GC keeps what a rewind may read again.

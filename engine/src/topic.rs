@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::channel::Channel;
 use crate::error::{Error, Result};
@@ -73,9 +73,11 @@ pub(crate) struct TopicCore {
     /// through [`TopicCore::opts`].
     opts: RwLock<EngineOptions>,
     pub(crate) state: Mutex<TopicState>,
+    /// Signalled when a write made without `state` (see `TopicState::appending`) ends.
+    append_done: Condvar,
     /// Every channel's ack floor (lowest sequence it has not finished), for deciding
     /// what memory can drop and what must spill.
-    floors: RwLock<HashMap<u32, Arc<AtomicU64>>>,
+    floors: RwLock<HashMap<u32, Arc<crate::channel::Marks>>>,
     signal: Arc<SyncSignal>,
     pub(crate) deleted: AtomicBool,
     /// Cursor changes since the last sync round (see `note_dirty`).
@@ -98,7 +100,19 @@ pub(crate) struct TopicCore {
 
 pub(crate) const NO_EXTERNAL: u64 = u64::MAX;
 
+/// How many body bytes over the memory bound deferred publishes may leave owed (see
+/// [`Topic::publish_deferring_spill`]): a few batches of big messages.
+const DEFER_SLACK_BYTES: usize = 4 << 20;
+
 impl TopicCore {
+    /// Wait (the lock released meanwhile) until no append runs without the lock: call
+    /// before anything that appends to or replaces the log's writable segment.
+    pub(crate) fn wait_appending(&self, st: &mut MutexGuard<'_, TopicState>) {
+        while st.appending {
+            self.append_done.wait(st);
+        }
+    }
+
     /// Oldest sequence still stored, retained history included.
     pub(crate) fn earliest(&self, st: &TopicState) -> u64 {
         st.log
@@ -235,7 +249,9 @@ impl Topic {
                 waiters: Vec::new(),
                 start_seq: tm.start_seq,
                 lost,
+                appending: false,
             }),
+            append_done: Condvar::new(),
             floors: RwLock::new(HashMap::new()),
             signal,
             deleted: AtomicBool::new(false),
@@ -258,11 +274,7 @@ impl Topic {
         };
         for (cname, cm) in stored_channels {
             let ch = Channel::restore(&topic.core, &cname, cm);
-            topic
-                .core
-                .floors
-                .write()
-                .insert(ch.id, ch.floor_pos.clone());
+            topic.core.floors.write().insert(ch.id, ch.marks.clone());
             topic.channels.write().insert(cname, Arc::new(ch));
         }
         topic.persist_meta()?;
@@ -307,12 +319,120 @@ impl Topic {
         msgs: Vec<NewMessage>,
         on_durable: Option<DurableCallback>,
     ) -> Result<Published> {
+        self.publish_with(msgs, on_durable, false)
+    }
+
+    /// Like [`Topic::publish`] without a durability callback, but the write of what went
+    /// over the memory bound may be left to the caller: when `Published::spill_owed` is
+    /// set, call [`Topic::spill_owed`] once the client has its answer, so the `pwrite`
+    /// overlaps with the client sending its next batch instead of delaying the answer.
+    /// Until then memory holds up to `DEFER_SLACK_BYTES` beyond the bound; a publish
+    /// that finds more than that owed (the caller did not pay, or a write failed) writes
+    /// it itself, with its errors, as [`Topic::publish`] does. Never deferred at
+    /// `--mem-queue-size=0`, where a message is on disk before it is acknowledged.
+    pub fn publish_deferring_spill(&self, msgs: Vec<NewMessage>) -> Result<Published> {
+        self.publish_with(msgs, None, true)
+    }
+
+    /// Write what a deferred publish left over the memory bound (see
+    /// [`Topic::publish_deferring_spill`]). A failure is recorded as the topic's storage
+    /// fault (the messages stay in memory, acknowledged, as any under the bound are) and
+    /// the next publish meets it.
+    pub fn spill_owed(&self) {
+        if self.core.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        let min_floor = self.core.spill_floor();
+        let slowest = self.core.min_read();
+        let wake = {
+            let mut st = self.core.state.lock();
+            self.core.wait_appending(&mut st);
+            let n = self.core.spill_count(&st, slowest);
+            if n == 0 {
+                return;
+            }
+            let min_floor = self.core.drop_floor(&st, min_floor);
+            let r = self.spill_unlocked(&mut st, n, min_floor);
+            match r {
+                Ok(()) => self.core.clear_fault(),
+                Err(e) => {
+                    if !self.core.deleted.load(Ordering::Acquire) {
+                        self.core.set_fault(&e);
+                    }
+                }
+            }
+            self.core.note_front(&st);
+            st.unsynced >= self.core.opts().sync_every
+        };
+        if wake {
+            self.core.signal.wake();
+        }
+    }
+
+    /// Move the oldest `n` memory records to the log with the `pwrite` made while `st`
+    /// is unlocked, so publishes into memory and reads go on meanwhile (`appending` keeps
+    /// every other append out). The records stay in memory, readable there, until the
+    /// log has them. Falls back to [`spill_front`] under the lock when the batch does not
+    /// fit in the writable segment.
+    fn spill_unlocked(
+        &self,
+        st: &mut MutexGuard<'_, TopicState>,
+        n: usize,
+        min_floor: Option<u64>,
+    ) -> Result<()> {
+        let n = n.min(st.mem.len());
+        let Some(last) = st.mem.get(n.saturating_sub(1)).map(|r| r.header.seq) else {
+            return Ok(());
+        };
+        let unfinished = |r: &&MemRecord| min_floor.is_none_or(|m| r.header.seq >= m);
+        let planned = {
+            let TopicState { mem, log, .. } = &mut **st;
+            let Some(log) = log.as_mut() else {
+                return Err(Error::Closed);
+            };
+            log.begin_append(
+                mem.iter()
+                    .take(n)
+                    .filter(unfinished)
+                    .map(|r| (r.header, &r.body, r.body_crc)),
+            )?
+        };
+        let Some(pending) = planned else {
+            return spill_front(st, n, min_floor).map(|_| ());
+        };
+        st.appending = true;
+        let written = MutexGuard::unlocked(st, || pending.write());
+        st.appending = false;
+        self.core.append_done.notify_all();
+        let r = match st.log.as_mut() {
+            Some(log) => log.finish_append(pending, written),
+            None => Err(Error::Closed),
+        };
+        // Memory gives up what the log now holds (some of it may have been dropped
+        // meanwhile, finished by every channel).
+        let stored_end = st.log.as_ref().map_or(0, |l| l.end_seq());
+        let upto = if r.is_ok() { last + 1 } else { stored_end };
+        let mut dropped = 0u64;
+        while st.mem.front().is_some_and(|m| m.header.seq < upto) {
+            st.mem.pop_front();
+            dropped += 1;
+        }
+        st.unsynced += dropped;
+        r
+    }
+
+    fn publish_with(
+        &self,
+        msgs: Vec<NewMessage>,
+        on_durable: Option<DurableCallback>,
+        defer: bool,
+    ) -> Result<Published> {
         if self.core.deleted.load(Ordering::Acquire) {
             return Err(Error::Deleted(self.core.name.clone()));
         }
         let ts = now_ns();
         let min_floor = self.core.spill_floor();
-        let mem_limit = self.core.opts().mem_queue_size;
+        let slowest = self.core.min_read();
         let mut immediate = on_durable;
         // The CRC of each big body now, while the read that brought it left it in cache:
         // a spill reads it otherwise from memory that has long gone cold.
@@ -323,9 +443,24 @@ impl Topic {
                     .then(|| crate::record::body_crc(&m.body))
             })
             .collect();
-        let (first, count, wake) = {
+        let defer = defer && !self.core.ephemeral && self.core.opts().mem_queue_size > 0;
+        let (first, count, wake, spill_owed) = {
             let mut st = self.core.state.lock();
             self.check_bound(&st)?;
+            // Deferring is allowed while what earlier publishes left owed is small.
+            let defer = defer && {
+                let owed = self.core.spill_count(&st, slowest);
+                st.mem
+                    .iter()
+                    .take(owed)
+                    .map(|r| r.body.len())
+                    .sum::<usize>()
+                    <= DEFER_SLACK_BYTES
+            };
+            if !defer {
+                // This publish may append: not while a write runs without the lock.
+                self.core.wait_appending(&mut st);
+            }
             let first = st.next_seq;
             let count = msgs.len();
             for (m, body_crc) in msgs.into_iter().zip(crcs) {
@@ -344,9 +479,16 @@ impl Topic {
                     body_crc,
                 });
             }
-            let over = st.mem.len().saturating_sub(mem_limit);
+            let over = if self.core.ephemeral {
+                st.mem.len().saturating_sub(self.core.opts().mem_queue_size)
+            } else {
+                self.core.spill_count(&st, slowest)
+            };
             let mut ours_on_disk = false;
-            if over > 0 && self.core.ephemeral {
+            let spill_owed = defer && over > 0;
+            if spill_owed {
+                // Left for the caller's `spill_owed`, after it answered.
+            } else if over > 0 && self.core.ephemeral {
                 st.mem.drain(..over); // ephemeral: overflow is dropped, as in NSQ
             } else if over > 0 {
                 ours_on_disk = st.mem.get(over - 1).is_some_and(|r| r.header.seq >= first);
@@ -381,7 +523,7 @@ impl Topic {
                     wake = true;
                 }
             }
-            (first, count, wake)
+            (first, count, wake, spill_owed)
         };
         if wake {
             self.core.signal.wake();
@@ -392,6 +534,7 @@ impl Topic {
         Ok(Published {
             first_seq: first,
             count,
+            spill_owed,
         })
     }
 

@@ -79,6 +79,9 @@ impl Message {
 pub struct Published {
     pub first_seq: u64,
     pub count: usize,
+    /// [`crate::Topic::publish_deferring_spill`] left records over the memory bound for
+    /// the caller to write with [`crate::Topic::spill_owed`] (always false otherwise).
+    pub spill_owed: bool,
 }
 
 #[derive(Debug, Clone, Default)]

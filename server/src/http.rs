@@ -159,8 +159,8 @@ async fn publish_to(
     if nsqd.exiting.load(Ordering::Acquire) {
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "EXITING"));
     }
-    let (_, wait) = nsqd
-        .publish(topic, bodies, deliver_at, true)
+    let (_, wait, _) = nsqd
+        .publish(topic, bodies, deliver_at, true, false)
         .map_err(|e| publish_error(topic, &e))?;
     if let Some(w) = wait {
         match w.await {

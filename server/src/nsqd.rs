@@ -232,23 +232,25 @@ impl Nsqd {
 
     /// The one publish path of TCP and HTTP: store `bodies` on `topic` (created on first
     /// use). A publish that loses a race with a delete of the same topic goes to the topic
-    /// created after it, as in NSQ, instead of failing.
+    /// created after it, as in NSQ, instead of failing. With `defer_spill`, the returned
+    /// flag may ask the caller to call [`Topic::spill_owed`] once it has answered.
     pub fn publish(
         &self,
         topic: &str,
         bodies: Vec<bytes::Bytes>,
         deliver_at_ms: u64,
         durable_if_sync_every_1: bool,
-    ) -> Result<(Arc<Topic>, Option<crate::topic::DurableWait>), engine::Error> {
+        defer_spill: bool,
+    ) -> Result<(Arc<Topic>, Option<crate::topic::DurableWait>, bool), engine::Error> {
         let mut attempt = 0;
         loop {
             let t = self.get_topic(topic)?;
             let durable =
                 durable_if_sync_every_1 && self.opts().sync_every <= 1 && !t.is_ephemeral();
-            match t.publish(bodies.clone(), deliver_at_ms, durable) {
+            match t.publish(bodies.clone(), deliver_at_ms, durable, defer_spill) {
                 Err(engine::Error::Deleted(_)) if attempt < 3 => attempt += 1,
                 Err(e) => return Err(e),
-                Ok(w) => return Ok((t, w)),
+                Ok((w, owed)) => return Ok((t, w, owed)),
             }
         }
     }

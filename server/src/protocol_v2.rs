@@ -81,8 +81,10 @@ pub async fn serve<S: Stream>(
         fins: Vec::new(),
         fin_ids: Vec::new(),
         fin_failed: Vec::new(),
+        spill_owed: Vec::new(),
     };
     let result = conn.run(shutdown).await;
+    conn.pay_spills();
     match &result {
         Ok(()) => tracing::debug!(client = id, %remote, "client closed"),
         Err(e) => tracing::info!(client = id, %remote, reason = %e, "client disconnected"),
@@ -121,6 +123,9 @@ struct Conn<S> {
     /// Scratch for `finish_gathered`: the engine's ids, and the ones that failed.
     fin_ids: Vec<[u8; 16]>,
     fin_failed: Vec<(usize, crate::channel::InFlightError)>,
+    /// Topics whose publishes left records over the memory bound to write once the
+    /// answers are flushed (see `Topic::spill_owed`).
+    spill_owed: Vec<Arc<Topic>>,
 }
 
 impl<S: Stream> Conn<S> {
@@ -163,6 +168,8 @@ impl<S: Stream> Conn<S> {
                 sent_full = self.pump(topic, channel)?;
             }
             self.flush().await?;
+            // The answers are out: the client sends its next batch while this writes.
+            self.pay_spills();
             if sent_full {
                 continue; // more may be waiting; look again before sleeping
             }
@@ -194,6 +201,13 @@ impl<S: Stream> Conn<S> {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Write what this connection's publishes left over the memory bound.
+    fn pay_spills(&mut self) {
+        for t in self.spill_owed.drain(..) {
+            t.spill_owed();
         }
     }
 

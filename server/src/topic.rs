@@ -67,12 +67,16 @@ impl Topic {
 
     /// Publish bodies (all with the same deliver time). With `durable`, the returned
     /// receiver resolves once the records are fsynced; the caller answers the client then.
+    /// With `defer_spill` (and not `durable`), the write of what went over the memory
+    /// bound may be left to the caller: the returned flag says to call
+    /// [`Topic::spill_owed`] after answering (see `engine::Topic::publish_deferring_spill`).
     pub fn publish(
         &self,
         bodies: Vec<Bytes>,
         deliver_at_ms: u64,
         durable: bool,
-    ) -> Result<Option<DurableWait>, engine::Error> {
+        defer_spill: bool,
+    ) -> Result<(Option<DurableWait>, bool), engine::Error> {
         let n = bodies.len() as u64;
         let bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
         let msgs = bodies
@@ -91,14 +95,23 @@ impl Topic {
         } else {
             (None, None)
         };
-        self.inner.publish(msgs, cb)?;
+        let published = if defer_spill && cb.is_none() {
+            self.inner.publish_deferring_spill(msgs)?
+        } else {
+            self.inner.publish(msgs, cb)?
+        };
         if self.is_paused() {
             self.paused_backlog.fetch_add(n, Ordering::Relaxed);
         }
         self.message_count.fetch_add(n, Ordering::Relaxed);
         self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.notify_channels();
-        Ok(wait)
+        Ok((wait, published.spill_owed))
+    }
+
+    /// Write what a deferred publish left over the memory bound (blocks on disk).
+    pub fn spill_owed(&self) {
+        self.inner.spill_owed();
     }
 
     pub fn notify_channels(&self) {

@@ -39,7 +39,7 @@ impl Topic {
         };
         let ephemeral = self.core.ephemeral || name.ends_with("#ephemeral");
         let ch = Arc::new(Channel::new(&self.core, name, id, start, ephemeral));
-        self.core.floors.write().insert(id, ch.floor_pos.clone());
+        self.core.floors.write().insert(id, ch.marks.clone());
         channels.insert(name.to_string(), ch.clone());
         drop(channels);
         // Creating a channel promises nothing about durability: if its cursor cannot be

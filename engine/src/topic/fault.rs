@@ -67,6 +67,7 @@ impl TopicCore {
             return;
         };
         let mut st = self.state.lock();
+        self.wait_appending(&mut st);
         let Some(log) = st.log.as_mut() else { return };
         let r = match kind {
             FaultKind::Write => log.probe_space(),

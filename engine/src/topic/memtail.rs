@@ -23,6 +23,10 @@ pub(crate) struct TopicState {
     /// Sequences handed out before the last start that were never stored (the memory tail
     /// of a crashed run): nothing in this range can be delivered, so depth leaves it out.
     pub(crate) lost: std::ops::Range<u64>,
+    /// A batch is being written to the log without this lock (`Topic::spill_owed`): its
+    /// records are still in memory and not yet in the log, and nothing else may append
+    /// or replace the writable segment until it ends (`TopicCore::wait_appending`).
+    pub(crate) appending: bool,
 }
 
 impl TopicState {
@@ -85,8 +89,38 @@ impl TopicCore {
         self.floors
             .read()
             .values()
-            .map(|r| r.load(Ordering::Acquire))
+            .map(|r| r.floor.load(Ordering::Acquire))
             .min()
+    }
+
+    /// The slowest channel's read position (`None` without channels).
+    pub(super) fn min_read(&self) -> Option<u64> {
+        self.floors
+            .read()
+            .values()
+            .map(|r| r.read.load(Ordering::Acquire))
+            .min()
+    }
+
+    /// How many of the oldest memory records a publish moves to the log, now that memory
+    /// holds `st.mem.len()` records: those beyond the memory bound; and all of them while
+    /// the slowest channel (`slowest`, its read position; the topic's start without
+    /// channels) is more than the bound behind the newest message. Such a channel reads
+    /// from the log for a while whatever memory holds, so new messages go to the log at
+    /// once, while the read that brought them left them in cache: held in memory until
+    /// the bound pushed them out, they would be copied from memory gone cold (16 KiB
+    /// bodies spent most of their publish cost there), and memory would hold the bound's
+    /// worth of bodies for nothing. Once the channels are within the bound again, memory
+    /// is used again.
+    pub(super) fn spill_count(&self, st: &TopicState, slowest: Option<u64>) -> usize {
+        let limit = self.opts().mem_queue_size;
+        let over = st.mem.len().saturating_sub(limit);
+        let slowest = slowest.unwrap_or(st.start_seq);
+        if st.next_seq.saturating_sub(slowest) > limit as u64 {
+            st.mem.len()
+        } else {
+            over
+        }
     }
 
     /// Drop from memory what every channel has finished.
@@ -96,6 +130,7 @@ impl TopicCore {
         let would_drop = st.mem.front().is_some_and(|m| m.header.seq < min);
         if self.retains() || (would_drop && self.external_now()) {
             // Finished messages are kept for replay: they leave memory for the log.
+            self.wait_appending(&mut st);
             let n = st.mem.iter().take_while(|m| m.header.seq < min).count();
             if let Err(e) = spill_front(&mut st, n, None) {
                 self.set_fault(&e);
@@ -192,6 +227,7 @@ impl Topic {
         }
         let min_floor = self.core.spill_floor();
         let mut st = self.core.state.lock();
+        self.core.wait_appending(&mut st);
         if st.log.is_none() {
             return Ok(());
         }

@@ -118,6 +118,7 @@ impl TopicCore {
         }
         let min_floor = self.spill_floor();
         let mut st = self.state.lock();
+        self.wait_appending(&mut st);
         let n = st.mem.len();
         let min_floor = self.drop_floor(&st, min_floor);
         if let Err(e) = spill_front(&mut st, n, min_floor) {

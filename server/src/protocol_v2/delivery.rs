@@ -222,10 +222,13 @@ impl<S: Stream> Conn<S> {
             return Err(failed(&"exiting"));
         }
         let n = bodies.len() as u64;
-        let (_, wait) = self
+        let (topic, wait, owed) = self
             .nsqd
-            .publish(&topic_name, bodies, deliver_at_ms, true)
+            .publish(&topic_name, bodies, deliver_at_ms, true, true)
             .map_err(|e| failed(&e))?;
+        if owed && !self.spill_owed.iter().any(|t| Arc::ptr_eq(t, &topic)) {
+            self.spill_owed.push(topic);
+        }
         if let Some(wait) = wait {
             // Flush what we owe the client while the fsync runs, then answer.
             let _ = self.flush().await;
