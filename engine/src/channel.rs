@@ -101,6 +101,24 @@ impl Channel {
         !c.replay.is_empty() || c.read < self.core.front_hint.load(Ordering::Acquire)
     }
 
+    /// When [`Channel::next_needs_disk`]: is the start of that read in the page cache (so
+    /// it will not wait for the disk)? A hint: `false` for a replay (scattered reads) or
+    /// when the kernel cannot tell.
+    pub fn next_read_cached(&self) -> bool {
+        let (read, hint) = {
+            let c = self.cursor.lock();
+            if !c.replay.is_empty() {
+                return false;
+            }
+            (c.read, c.hint)
+        };
+        let start = {
+            let st = self.core.state.lock();
+            st.log.as_ref().and_then(|l| l.read_start(read, &hint))
+        };
+        start.is_some_and(|(file, offset)| crate::fs::page_cached(&file, offset))
+    }
+
     pub fn next(&self) -> Result<Option<Message>> {
         let mut v = Vec::with_capacity(1);
         self.next_batch(1, &mut v)?;

@@ -318,3 +318,21 @@ pub(crate) fn flock(file: &File, exclusive: bool, wait: bool) -> io::Result<bool
 pub fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
+
+/// Is the byte at `offset` of `file` in the page cache (a read of it would not wait for
+/// the disk)? Asked with `preadv2(RWF_NOWAIT)` of that one byte; `false` when the kernel
+/// cannot tell (or past the end).
+pub(crate) fn page_cached(file: &File, offset: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(off) = libc::off_t::try_from(offset) else {
+        return false;
+    };
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one iovec over a live local byte; the fd is open for as long as `file`.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
+    n == 1
+}

@@ -541,6 +541,28 @@ impl Log {
         Ok(())
     }
 
+    /// The segment file and offset where [`Log::read`] from `from` (with `hint`) starts,
+    /// if the log holds a record at or after `from`.
+    pub(crate) fn read_start(
+        &self,
+        from: u64,
+        hint: &ReadHint,
+    ) -> Option<(Arc<std::fs::File>, u64)> {
+        let i = self
+            .segments
+            .partition_point(|s| s.first_seq <= from)
+            .saturating_sub(1);
+        let seg = self.segments[i..]
+            .iter()
+            .find(|s| s.end_seq > from && s.records > 0)?;
+        let offset = if hint.segment == seg.first_seq && hint.seq == from && hint.seq > 0 {
+            hint.offset
+        } else {
+            seg.offset_for(from.max(seg.first_seq))
+        };
+        Some((seg.file.clone(), offset))
+    }
+
     /// Read records with sequence >= `from`, keeping those `keep` accepts, until `max` are
     /// kept or the log ends. Returns the position to continue from (one past the last
     /// record examined, or the log's end). Bodies are copied out of the read buffer, so a
@@ -822,6 +844,36 @@ mod tests {
         assert_eq!(report.truncated_bytes, 0);
         assert_eq!(log.end_seq(), 1000);
         assert_eq!(read_all(&log, 500).len(), 500);
+    }
+
+    #[test]
+    fn read_start_is_where_a_read_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), 4096).unwrap();
+        fill(&mut log, 0, 300);
+        assert!(
+            log.read_start(300, &ReadHint::default()).is_none(),
+            "past the end"
+        );
+        for from in (0..300).step_by(29) {
+            let (file, offset) = log.read_start(from, &ReadHint::default()).unwrap();
+            let seg = log
+                .segments
+                .iter()
+                .find(|s| s.first_seq <= from && from < s.end_seq)
+                .unwrap();
+            assert!(Arc::ptr_eq(&file, &seg.file), "the segment holding {from}");
+            assert!(offset >= SEGMENT_HEADER_LEN as u64 && offset < seg.len);
+            // Just written: in the page cache.
+            assert!(crate::fs::page_cached(&file, offset));
+        }
+        // With a read's hint, exactly where that read stopped.
+        let mut hint = ReadHint::default();
+        let next = log
+            .read(0, 10, &mut hint, |_| true, &mut Vec::new())
+            .unwrap();
+        let (_, offset) = log.read_start(next, &hint).unwrap();
+        assert_eq!(offset, hint.offset);
     }
 
     #[test]

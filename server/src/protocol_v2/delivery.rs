@@ -268,9 +268,11 @@ impl<S: Stream> Conn<S> {
         let take = |msgs: &mut Vec<engine::Message>| {
             channel.take_unmarked(&self.client, batch, paused, msgs)
         };
-        // Reads that go to disk run with the worker handed over to the runtime's blocking
-        // pool, so other connections (and /ping) are not stalled behind a slow disk.
-        let deadline = if channel.cursor.next_needs_disk() {
+        // Reads that would wait for the disk run with the worker handed over to the
+        // runtime's blocking pool, so other connections (and /ping) are not stalled
+        // behind a slow disk. Reads the page cache serves (nearly all: the log's tail was
+        // just written) run here: the hand-over costs more than they do.
+        let deadline = if channel.cursor.next_needs_disk() && !channel.cursor.next_read_cached() {
             crate::nsqd::blocking(|| take(&mut msgs))?
         } else {
             take(&mut msgs)?
