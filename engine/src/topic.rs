@@ -104,6 +104,10 @@ pub(crate) const NO_EXTERNAL: u64 = u64::MAX;
 /// [`Topic::publish_deferring_spill`]): a few batches of big messages.
 const DEFER_SLACK_BYTES: usize = 4 << 20;
 
+/// How many writes one `spill_owed` makes at most for what others left owed while it
+/// wrote; what is still owed then goes with the next one.
+const MAX_SPILL_ROUNDS: usize = 4;
+
 impl TopicCore {
     /// Wait (the lock released meanwhile) until no append runs without the lock: call
     /// before anything that appends to or replaces the log's writable segment.
@@ -346,18 +350,26 @@ impl Topic {
         let slowest = self.core.min_read();
         let wake = {
             let mut st = self.core.state.lock();
-            self.core.wait_appending(&mut st);
-            let n = self.core.spill_count(&st, slowest);
-            if n == 0 {
+            // One writer at a time, and the others do not wait for it: the writer at work
+            // takes what they left owed when its write ends (checked under the lock, so
+            // nothing owed is left behind), and they go back to their clients. A publish
+            // that finds more than the slack owed writes itself (`publish_with`).
+            if st.appending {
                 return;
             }
-            let min_floor = self.core.drop_floor(&st, min_floor);
-            let r = self.spill_unlocked(&mut st, n, min_floor);
-            match r {
-                Ok(()) => self.core.clear_fault(),
-                Err(e) => {
-                    if !self.core.deleted.load(Ordering::Acquire) {
-                        self.core.set_fault(&e);
+            for _ in 0..MAX_SPILL_ROUNDS {
+                let n = self.core.spill_count(&st, slowest);
+                if n == 0 {
+                    break;
+                }
+                let min_floor = self.core.drop_floor(&st, min_floor);
+                match self.spill_unlocked(&mut st, n, min_floor) {
+                    Ok(()) => self.core.clear_fault(),
+                    Err(e) => {
+                        if !self.core.deleted.load(Ordering::Acquire) {
+                            self.core.set_fault(&e);
+                        }
+                        break;
                     }
                 }
             }
