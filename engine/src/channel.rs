@@ -227,10 +227,16 @@ impl Channel {
 
     /// FIN: `seq` is finished.
     pub fn ack(&self, seq: u64) -> Result<()> {
+        self.ack_many(std::iter::once(seq))
+    }
+
+    /// FIN of several (those one read from a client brought): as [`Channel::ack`] for
+    /// each, with one round of the cursor lock and of the topic's bookkeeping.
+    pub fn ack_many(&self, seqs: impl IntoIterator<Item = u64>) -> Result<()> {
         let (removed, floor_moved, floor) = {
             let mut c = self.cursor.lock();
             let before = c.floor();
-            let removed = c.finish(seq);
+            let removed = seqs.into_iter().filter(|&s| c.finish(s)).count() as u64;
             let floor = c.floor();
             if floor != before {
                 self.publish_floor(&c);
@@ -240,9 +246,9 @@ impl Channel {
         if floor_moved {
             self.core.maybe_trim(floor, &self.last_trim);
         }
-        if removed && !self.ephemeral {
+        if removed > 0 && !self.ephemeral {
             self.dirty.store(true, Ordering::Release);
-            self.core.note_dirty();
+            self.core.note_dirty_n(removed);
         }
         Ok(())
     }

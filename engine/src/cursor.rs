@@ -104,8 +104,15 @@ impl Cursor {
     /// FIN of `seq` (or of the old sequence of a relocated copy). Returns whether it was
     /// outstanding.
     pub(crate) fn finish(&mut self, seq: u64) -> bool {
-        let seq = self.alias.remove(&seq).unwrap_or(seq);
-        self.unread_unfinished.remove(&seq);
+        // (Both are nearly always empty; skip hashing the key then.)
+        let seq = if self.alias.is_empty() {
+            seq
+        } else {
+            self.alias.remove(&seq).unwrap_or(seq)
+        };
+        if !self.unread_unfinished.is_empty() {
+            self.unread_unfinished.remove(&seq);
+        }
         self.outstanding.remove(&seq)
     }
 

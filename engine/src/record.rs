@@ -362,26 +362,53 @@ fn decode_v2_fields(buf: &[u8], total: usize) -> Decoded {
 
 /// The 16 ASCII hex digits NSQ clients expect as a message id.
 pub fn message_id(seq: u64) -> [u8; 16] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = HEX[((seq >> (60 - 4 * i)) & 0xf) as usize];
-    }
+    id[..8].copy_from_slice(&hex8((seq >> 32) as u32));
+    id[8..].copy_from_slice(&hex8(seq as u32));
     id
 }
 
 /// The number `message_id` made `id` from, if it is of that form (16 lowercase hex digits).
 pub fn parse_message_id(id: &[u8; 16]) -> Option<u64> {
-    let mut n = 0u64;
-    for &b in id {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        n = (n << 4) | u64::from(d);
-    }
-    Some(n)
+    let v = hex16_lenient(id);
+    (message_id(v) == *id).then_some(v)
+}
+
+/// The number 16 hex digits spell, lower or upper case; other bytes count as some digit
+/// (callers that must refuse them compare against `message_id` of the result).
+pub fn hex16_lenient(id: &[u8; 16]) -> u64 {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&id[..8]);
+    lo.copy_from_slice(&id[8..]);
+    (u64::from(unhex8(u64::from_le_bytes(hi))) << 32) | u64::from(unhex8(u64::from_le_bytes(lo)))
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// Eight hex digits (as loaded little-endian from text: the first digit in the low byte)
+/// to their value, all lanes at once.
+fn unhex8(w: u64) -> u32 {
+    // '0'..='9' -> 0..=9, 'a'..='f' / 'A'..='F' -> 10..=15 (bit 6 set for letters).
+    let n = ((w & (ONES * 0x0f)) + 9 * ((w >> 6) & ONES)) & (ONES * 0x0f);
+    // The first digit is the most significant: put it in the high byte, then pack.
+    let n = n.swap_bytes();
+    let n = (n | (n >> 4)) & 0x00ff_00ff_00ff_00ff;
+    let n = (n | (n >> 8)) & 0x0000_ffff_0000_ffff;
+    ((n | (n >> 16)) & 0xffff_ffff) as u32
+}
+
+/// `v` as eight lowercase hex digits, most significant first.
+fn hex8(v: u32) -> [u8; 8] {
+    let x = u64::from(v);
+    // One nibble per byte lane, the least significant in the low byte...
+    let x = (x & 0xffff) | ((x & 0xffff_0000) << 16);
+    let x = (x & 0x0000_00ff_0000_00ff) | ((x & 0x0000_ff00_0000_ff00) << 8);
+    let x = (x & 0x000f_000f_000f_000f) | ((x & 0x00f0_00f0_00f0_00f0) << 4);
+    // ...then the most significant first, as text reads.
+    let x = x.swap_bytes();
+    let letters = ((x + ONES * 6) >> 4) & ONES; // 1 in each lane >= 10
+    (x + ONES * b'0' as u64 + letters * (b'a' - b'0' - 10) as u64).to_le_bytes()
 }
 
 /// The v1 encoder, kept for tests that read segments written before v2.
@@ -418,6 +445,58 @@ pub(crate) mod v1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_match_the_digit_by_digit_form() {
+        fn slow(seq: u64) -> [u8; 16] {
+            let mut id = [0u8; 16];
+            for (i, b) in id.iter_mut().enumerate() {
+                *b = b"0123456789abcdef"[((seq >> (60 - 4 * i)) & 0xf) as usize];
+            }
+            id
+        }
+        let mut x = 0x243f_6a88_85a3_08d3u64;
+        let mut vals = vec![
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            u64::MAX,
+            u64::MAX - 1,
+            1 << 63,
+            0xdead_beef,
+        ];
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            vals.push(x);
+            vals.push(x >> (x % 64));
+        }
+        for v in vals {
+            let id = message_id(v);
+            assert_eq!(id, slow(v), "{v:x}");
+            assert_eq!(parse_message_id(&id), Some(v));
+            assert_eq!(hex16_lenient(&id), v);
+            let upper: [u8; 16] = id.map(|b| b.to_ascii_uppercase());
+            assert_eq!(hex16_lenient(&upper), v);
+            if upper != id {
+                assert_eq!(parse_message_id(&upper), None, "upper case is not our form");
+            }
+        }
+        let mut high_bit = *b"0000000000000000";
+        high_bit[3] = 0xff;
+        for bad in [
+            *b"000000000000000g",
+            *b"00000000 0000000",
+            *b"-000000000000000",
+            high_bit,
+        ] {
+            assert_eq!(parse_message_id(&bad), None, "{bad:?}");
+        }
+    }
 
     fn hdr(seq: u64) -> RecordHeader {
         RecordHeader {

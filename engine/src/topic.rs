@@ -161,8 +161,14 @@ impl TopicCore {
     /// A cursor changed (FIN and the like): counted without the topic lock, which readers
     /// and publishers need far more.
     pub(crate) fn note_dirty(&self) {
-        let n = self.dirty_cursors.fetch_add(1, Ordering::AcqRel) + 1;
-        if n == self.opts().sync_every.max(1) {
+        self.note_dirty_n(1);
+    }
+
+    /// `n` cursor changes at once (wakes the sync thread when they reach `sync_every`).
+    pub(crate) fn note_dirty_n(&self, n: u64) {
+        let before = self.dirty_cursors.fetch_add(n, Ordering::AcqRel);
+        let every = self.opts().sync_every.max(1);
+        if before < every && before + n >= every {
             self.signal.wake();
         }
     }

@@ -12,7 +12,6 @@
 //! difference, which for 54-bit hashes does not happen in practice. Ids stay 16 lowercase
 //! hex characters and are stable across restarts.
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
 const LOW_54: u64 = (1 << 54) - 1;
 
 /// The part of the key that depends on the topic (computed once per topic).
@@ -30,14 +29,7 @@ pub fn wire_key(node_id: i64, topic_mask: u64) -> u64 {
 
 fn xor_key(key: u64, id: &[u8; 16]) -> [u8; 16] {
     match engine::record::parse_message_id(id) {
-        Some(v) if key != 0 => {
-            let v = v ^ key;
-            let mut out = [0u8; 16];
-            for (i, b) in out.iter_mut().enumerate() {
-                *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
-            }
-            out
-        }
+        Some(v) if key != 0 => engine::record::message_id(v ^ key),
         // An id that is not ours (a client's typo): pass it through unchanged; it will
         // simply not be found in flight.
         _ => *id,

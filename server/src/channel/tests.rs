@@ -338,19 +338,22 @@ fn take_unmarked_then_mark_is_take() {
 }
 
 #[test]
-fn id_hasher_spreads_sequential_ids() {
+fn id_hasher_keeps_sequential_ids_in_sequential_buckets() {
     use std::hash::BuildHasher;
     let bh = BuildHasherDefault::<IdHasher>::default();
-    // Sequential engine ids differ only in their last hex digits; the low bits (the
-    // bucket index) and the top 7 (the control byte) must still vary.
-    let mut low = std::collections::HashSet::new();
+    // Sequential engine ids: consecutive low bits (the bucket index), varied top 7 (the
+    // control byte).
     let mut top = std::collections::HashSet::new();
     for seq in 0u64..4096 {
         let id: MessageId = format!("{seq:016x}").into_bytes().try_into().unwrap();
         let h = bh.hash_one(id);
-        low.insert(h & 4095);
+        assert_eq!(h & 4095, seq, "bucket of {seq}");
         top.insert(h >> 57);
     }
-    assert!(low.len() > 2400, "{} distinct low 12-bit values", low.len());
     assert_eq!(top.len(), 128);
+    // Upper-case digits hash as lower-case ones; any other bytes still hash.
+    let lower: MessageId = *b"00000000000abcde";
+    let upper: MessageId = *b"00000000000ABCDE";
+    assert_eq!(bh.hash_one(lower), bh.hash_one(upper));
+    let _ = bh.hash_one(*b"not-an-id-at-all");
 }
