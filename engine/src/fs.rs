@@ -323,10 +323,14 @@ pub fn is_no_space(e: &io::Error) -> bool {
 /// the disk)? Asked with `preadv2(RWF_NOWAIT)` of that one byte; `false` when the kernel
 /// cannot tell (or past the end).
 pub(crate) fn page_cached(file: &File, offset: u64) -> bool {
+    page_cached_probe(file, offset).unwrap_or(false)
+}
+
+/// [`page_cached`], with the error when the kernel or file system cannot tell.
+pub(crate) fn page_cached_probe(file: &File, offset: u64) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let Ok(off) = libc::off_t::try_from(offset) else {
-        return false;
-    };
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let mut byte = 0u8;
     let iov = libc::iovec {
         iov_base: (&mut byte as *mut u8).cast(),
@@ -334,5 +338,12 @@ pub(crate) fn page_cached(file: &File, offset: u64) -> bool {
     };
     // SAFETY: one iovec over a live local byte; the fd is open for as long as `file`.
     let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
-    n == 1
+    if n >= 0 {
+        return Ok(n == 1);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(false),
+        _ => Err(e),
+    }
 }
