@@ -94,6 +94,26 @@ struct Batch<'b> {
     len: u64,
 }
 
+/// Encode a record of `need` bytes at the end of `buf`: its header, and its body when it
+/// is small (up to [`INLINE_BODY_MAX`]). Returns false when the body is to be written from
+/// where it is, after what `buf` holds.
+fn encode_record(
+    buf: &mut Vec<u8>,
+    h: &RecordHeader,
+    body: &[u8],
+    body_crc: Option<u32>,
+    need: usize,
+) -> bool {
+    let at = buf.len();
+    buf.resize(at + (need - body.len()), 0);
+    record::encode_header(&mut buf[at..], h, body, body_crc);
+    let inline = body.len() <= INLINE_BODY_MAX;
+    if inline {
+        buf.extend_from_slice(body);
+    }
+    inline
+}
+
 /// A batch planned by [`Log::begin_append`], to be written without the topic lock.
 #[derive(Default)]
 pub(crate) struct PendingAppend {
@@ -330,13 +350,7 @@ impl Log {
                     break;
                 }
             }
-            let at = buf.len();
-            let header_len = need - body.len();
-            buf.resize(at + header_len, 0);
-            record::encode_header(&mut buf[at..], &h, body, body_crc);
-            if body.len() <= INLINE_BODY_MAX {
-                buf.extend_from_slice(body);
-            } else {
+            if !encode_record(&mut buf, &h, body, body_crc, need) {
                 batch.spans.push(Span::Buf(batch.buf_from..buf.len()));
                 batch.spans.push(Span::Body(body));
                 batch.buf_from = buf.len();
@@ -385,12 +399,7 @@ impl Log {
                 self.encode_buf = buf;
                 return Ok(None);
             }
-            let at = buf.len();
-            buf.resize(at + (need as usize - body.len()), 0);
-            record::encode_header(&mut buf[at..], &h, body, body_crc);
-            if body.len() <= INLINE_BODY_MAX {
-                buf.extend_from_slice(body);
-            } else {
+            if !encode_record(&mut buf, &h, body, body_crc, need as usize) {
                 spans.push(OwnedSpan::Buf(buf_from..buf.len()));
                 spans.push(OwnedSpan::Body(body.clone()));
                 buf_from = buf.len();

@@ -219,15 +219,9 @@ impl SegmentWriter {
         len: u64,
         write: impl FnOnce(&Io, &File, u64) -> std::io::Result<()>,
     ) -> Result<()> {
-        debug_assert!(len <= self.remaining(), "caller checks remaining()");
-        self.reserve(len)?;
-        if let Err(e) = write(&self.io, &self.file, self.pos) {
-            let _ = self.io.set_len(&self.file, self.pos);
-            self.reserved = self.pos;
-            return Err(e).at(&self.path);
-        }
-        self.pos += len;
-        Ok(())
+        let at = self.begin_external(len)?;
+        let written = write(&self.io, &self.file, at);
+        self.end_external(at, len, written)
     }
 
     /// Reserve `len` bytes at the end for a write the caller makes itself, without this
