@@ -125,6 +125,8 @@ pub(crate) struct PendingAppend {
     spans: Vec<OwnedSpan>,
     /// (seq, timestamp, offset in the batch, length) of each record.
     indexed: Vec<(u64, i64, u64, u64)>,
+    /// The sequence of the first record left out (the segment had no room for it).
+    cut_at: Option<u64>,
 }
 
 enum OwnedSpan {
@@ -133,6 +135,11 @@ enum OwnedSpan {
 }
 
 impl PendingAppend {
+    /// Where the plan stopped short (the first record left out), if it did.
+    pub(crate) fn cut_at(&self) -> Option<u64> {
+        self.cut_at
+    }
+
     /// The `pwritev` itself: needs no lock.
     pub(crate) fn write(&self) -> std::io::Result<()> {
         let Some((file, io)) = &self.target else {
@@ -373,31 +380,42 @@ impl Log {
     /// bodies given as `Bytes` so the plan can own them) for a write made without the
     /// topic lock: [`PendingAppend::write`], then [`finish_append`](Self::finish_append)
     /// under the lock, before any other append. Until then readers see the log as it was.
-    /// `Ok(None)` when the batch does not fit in the writable segment (a roll is due, or
-    /// there is no usable writer): the caller appends the usual way. Nothing is changed
-    /// but the file's space reservation.
+    /// The plan holds the records that fit in the writable segment; when the first does
+    /// not, the segment is rolled here first (as an append would), so the write itself
+    /// never waits for a roll. [`PendingAppend::cut_at`] tells where a plan stopped short.
+    /// Nothing else is changed but the file's space reservation.
     pub(crate) fn begin_append<'b>(
         &mut self,
         records: impl IntoIterator<Item = (RecordHeader, &'b Bytes, Option<u32>)>,
-    ) -> Result<Option<PendingAppend>> {
+    ) -> Result<PendingAppend> {
         let end = self.end_seq();
-        let Some(w) = self.writer.as_mut().filter(|w| !w.is_poisoned()) else {
-            return Ok(None);
-        };
         let mut buf = std::mem::take(&mut self.encode_buf);
         buf.clear();
         let mut spans = Vec::new();
         let mut buf_from = 0;
         let mut indexed = Vec::new();
         let mut len = 0u64;
+        let mut cut_at = None;
+        let mut room = self.room();
         for (h, body, body_crc) in records {
             if h.seq < end && end > 0 {
                 continue;
             }
             let need = record::encoded_len(&h, body.len()) as u64;
-            if len + need > w.remaining() {
+            if need > u32::MAX as u64 {
                 self.encode_buf = buf;
-                return Ok(None);
+                return Err(Error::RecordTooLarge(need as usize));
+            }
+            if len + need > room {
+                if !indexed.is_empty() {
+                    cut_at = Some(h.seq);
+                    break;
+                }
+                if let Err(e) = self.roll(h.seq, need) {
+                    self.encode_buf = buf;
+                    return Err(e);
+                }
+                room = self.room();
             }
             if !encode_record(&mut buf, &h, body, body_crc, need as usize) {
                 spans.push(OwnedSpan::Buf(buf_from..buf.len()));
@@ -408,10 +426,13 @@ impl Log {
             len += need;
         }
         spans.push(OwnedSpan::Buf(buf_from..buf.len()));
-        if indexed.is_empty() {
-            self.encode_buf = buf;
-            return Ok(Some(PendingAppend::default()));
-        }
+        let w = match self.writer.as_mut() {
+            Some(w) if !indexed.is_empty() => w,
+            _ => {
+                self.encode_buf = buf;
+                return Ok(PendingAppend::default());
+            }
+        };
         let at = match w.begin_external(len) {
             Ok(at) => at,
             Err(e) => {
@@ -419,14 +440,24 @@ impl Log {
                 return Err(e);
             }
         };
-        Ok(Some(PendingAppend {
+        Ok(PendingAppend {
             target: Some((w.file().clone(), w.io().clone())),
             at,
             len,
             buf,
             spans,
             indexed,
-        }))
+            cut_at,
+        })
+    }
+
+    /// Bytes the writable segment has room for (0 without a usable one: the next append
+    /// rolls).
+    fn room(&self) -> u64 {
+        self.writer
+            .as_ref()
+            .filter(|w| !w.is_poisoned())
+            .map_or(0, |w| w.remaining())
     }
 
     /// Make a [`PendingAppend`] part of the log, given its write's result: on success its

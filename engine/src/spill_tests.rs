@@ -79,6 +79,39 @@ fn a_channel_far_behind_gets_new_messages_through_the_log() {
     e.close().unwrap();
 }
 
+/// When a channel falls behind with the bound's worth in memory, that worth goes to the
+/// log a chunk per publish (it is within the bound), not all in one write.
+#[test]
+fn write_through_starts_with_a_chunk_not_the_whole_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), opts(8, 64 << 20, 1000)).unwrap();
+    let t = e.topic("t").unwrap();
+    let c = t.channel("c").unwrap();
+    t.publish(sized(0, 8, 1 << 20), None).unwrap();
+    assert_eq!(t.stats().mem_depth, 8, "at the bound: memory");
+    t.publish(sized(8, 1, 1 << 20), None).unwrap();
+    // 9 ahead of the channel: all owed; the oldest 4 MiB go (the one over the bound
+    // among them).
+    assert_eq!(t.stats().mem_depth, 5);
+    t.publish(sized(9, 1, 1 << 20), None).unwrap();
+    assert_eq!(t.stats().mem_depth, 2);
+    t.publish(sized(10, 1, 1 << 20), None).unwrap();
+    assert_eq!(t.stats().mem_depth, 0, "caught up: straight to the log");
+    // The deferred form: the caller pays the same way, in chunks.
+    let p = t.publish_deferring_spill(sized(11, 6, 1 << 20)).unwrap();
+    assert!(p.spill_owed);
+    assert_eq!(t.stats().mem_depth, 6);
+    t.spill_owed();
+    assert_eq!(t.stats().mem_depth, 0);
+    let mut got = Vec::new();
+    while c.next_batch(1000, &mut got).unwrap() > 0 {}
+    assert_eq!(
+        got.iter().map(index_of).collect::<Vec<_>>(),
+        (0..17).collect::<Vec<_>>()
+    );
+    e.close().unwrap();
+}
+
 #[test]
 fn a_deferred_publish_leaves_the_spill_to_its_caller() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,17 +128,31 @@ fn a_deferred_publish_leaves_the_spill_to_its_caller() {
     t.spill_owed(); // nothing owed: a no-op
     let p = t.publish_deferring_spill(msgs(20, 1)).unwrap();
     assert!(p.spill_owed, "the channel is far behind: owed at once");
-    // More than the slack owed: the next deferred publish writes it all itself.
+    // Write-through within the bound is the caller's to pay, however much is owed.
     let p = t.publish_deferring_spill(sized(21, 5, 1 << 20)).unwrap();
     assert!(p.spill_owed);
     let p = t.publish_deferring_spill(msgs(26, 1)).unwrap();
+    assert!(p.spill_owed, "within the bound: still deferred");
+    assert_eq!(t.stats().mem_depth, 7);
+    // More than the slack over the bound: the next deferred publish writes that part
+    // itself, and of the write-through no more than a chunk.
+    let p = t.publish_deferring_spill(sized(27, 8, 1 << 20)).unwrap();
+    assert!(p.spill_owed, "what was over the bound before it was small");
+    let p = t.publish_deferring_spill(msgs(35, 1)).unwrap();
     assert!(!p.spill_owed, "over the slack: written by the publish");
-    assert_eq!(t.stats().mem_depth, 0);
+    // 16 in memory, 6 over the bound: 20..=25 go (the chunk alone would take 20..=23).
+    assert_eq!(t.stats().mem_depth, 10);
+    t.spill_owed();
+    assert_eq!(
+        t.stats().mem_depth,
+        0,
+        "the rest in chunks of 4 MiB, all paid"
+    );
     let mut got = Vec::new();
     while c.next_batch(1000, &mut got).unwrap() > 0 {}
     assert_eq!(
         got.iter().map(index_of).collect::<Vec<_>>(),
-        (0..27).collect::<Vec<_>>()
+        (0..36).collect::<Vec<_>>()
     );
     e.close().unwrap();
 

@@ -104,8 +104,9 @@ pub(crate) const NO_EXTERNAL: u64 = u64::MAX;
 /// [`Topic::publish_deferring_spill`]): a few batches of big messages.
 const DEFER_SLACK_BYTES: usize = 4 << 20;
 
-/// How many writes one `spill_owed` makes at most for what others left owed while it
-/// wrote; what is still owed then goes with the next one.
+/// How many writes (each what is over the bound plus at most `SPILL_CHUNK_BYTES` of
+/// write-through) one `spill_owed` makes at most, for what it owes and what others left
+/// owed while it wrote; what is still owed then goes with the next one.
 const MAX_SPILL_ROUNDS: usize = 4;
 
 impl TopicCore {
@@ -337,8 +338,8 @@ impl Topic {
     /// set, call [`Topic::spill_owed`] once the client has its answer, so the `pwrite`
     /// overlaps with the client sending its next batch instead of delaying the answer.
     /// Until then memory holds up to `DEFER_SLACK_BYTES` beyond the bound; a publish
-    /// that finds more than that owed (the caller did not pay, or a write failed) writes
-    /// it itself, with its errors, as [`Topic::publish`] does. Never deferred at
+    /// that finds more than that over the bound (the caller did not pay, or a write
+    /// failed) writes it itself, with its errors, as [`Topic::publish`] does. Never deferred at
     /// `--mem-queue-size=0`, where a message is on disk before it is acknowledged.
     pub fn publish_deferring_spill(&self, msgs: Vec<NewMessage>) -> Result<Published> {
         self.publish_with(msgs, None, true)
@@ -359,18 +360,27 @@ impl Topic {
             // One writer at a time, and the others do not wait for it: the writer at work
             // takes what they left owed when its write ends (checked under the lock, so
             // nothing owed is left behind), and they go back to their clients. A publish
-            // that finds more than the slack owed writes itself (`publish_with`).
+            // that finds more than the slack over the bound writes itself (`publish_with`).
             if st.appending {
                 return;
             }
-            for _ in 0..MAX_SPILL_ROUNDS {
-                let n = self.core.spill_count(&st, slowest);
-                if n == 0 {
+            // A write cut short by the end of a segment is not a round: the next one
+            // goes on in the new segment.
+            let mut rounds = 0;
+            while rounds < MAX_SPILL_ROUNDS {
+                let need = self.core.spill_need(&st, slowest);
+                if need.owed == 0 {
                     break;
                 }
+                let n = self.core.spill_chunk(&st, need);
                 let min_floor = self.core.drop_floor(&st, min_floor);
                 match self.spill_unlocked(&mut st, n, min_floor) {
-                    Ok(()) => self.core.clear_fault(),
+                    Ok(cut) => {
+                        self.core.clear_fault();
+                        if !cut {
+                            rounds += 1;
+                        }
+                    }
                     Err(e) => {
                         if !self.core.deleted.load(Ordering::Acquire) {
                             self.core.set_fault(&e);
@@ -390,20 +400,21 @@ impl Topic {
     /// Move the oldest `n` memory records to the log with the `pwrite` made while `st`
     /// is unlocked, so publishes into memory and reads go on meanwhile (`appending` keeps
     /// every other append out). The records stay in memory, readable there, until the
-    /// log has them. Falls back to [`spill_front`] under the lock when the batch does not
-    /// fit in the writable segment.
+    /// log has them. A batch that does not fit in the writable segment moves what fits;
+    /// the rest stays in memory, owed (a roll, when due, is made under the lock by
+    /// [`Log::begin_append`] and is no disk wait). Returns whether it was cut short so.
     fn spill_unlocked(
         &self,
         st: &mut MutexGuard<'_, TopicState>,
         n: usize,
         min_floor: Option<u64>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let n = n.min(st.mem.len());
         let Some(last) = st.mem.get(n.saturating_sub(1)).map(|r| r.header.seq) else {
-            return Ok(());
+            return Ok(false);
         };
         let unfinished = |r: &&MemRecord| min_floor.is_none_or(|m| r.header.seq >= m);
-        let planned = {
+        let pending = {
             let TopicState { mem, log, .. } = &mut **st;
             let Some(log) = log.as_mut() else {
                 return Err(Error::Closed);
@@ -415,13 +426,12 @@ impl Topic {
                     .map(|r| (r.header, &r.body, r.body_crc)),
             )?
         };
-        let Some(pending) = planned else {
-            return spill_front(st, n, min_floor).map(|_| ());
-        };
         st.appending = true;
         let written = MutexGuard::unlocked(st, || pending.write());
         st.appending = false;
         self.core.append_done.notify_all();
+        let cut = pending.cut_at();
+        let planned_end = cut.unwrap_or(last + 1);
         let r = match st.log.as_mut() {
             Some(log) => log.finish_append(pending, written),
             None => Err(Error::Closed),
@@ -429,14 +439,14 @@ impl Topic {
         // Memory gives up what the log now holds (some of it may have been dropped
         // meanwhile, finished by every channel).
         let stored_end = st.log.as_ref().map_or(0, |l| l.end_seq());
-        let upto = if r.is_ok() { last + 1 } else { stored_end };
+        let upto = if r.is_ok() { planned_end } else { stored_end };
         let mut dropped = 0u64;
         while st.mem.front().is_some_and(|m| m.header.seq < upto) {
             st.mem.pop_front();
             dropped += 1;
         }
         st.unsynced += dropped;
-        r
+        r.map(|()| cut.is_some())
     }
 
     fn publish_with(
@@ -465,15 +475,11 @@ impl Topic {
         let (first, count, wake, spill_owed) = {
             let mut st = self.core.state.lock();
             self.check_bound(&st)?;
-            // Deferring is allowed while what earlier publishes left owed is small.
+            // Deferring is allowed while what earlier publishes left over the bound is
+            // small (write-through within the bound is never urgent).
             let defer = defer && {
-                let owed = self.core.spill_count(&st, slowest);
-                st.mem
-                    .iter()
-                    .take(owed)
-                    .map(|r| r.body.len())
-                    .sum::<usize>()
-                    <= DEFER_SLACK_BYTES
+                let need = self.core.spill_need(&st, slowest);
+                self.core.over_bytes(&st, need) <= DEFER_SLACK_BYTES
             };
             if !defer {
                 // This publish may append: not while a write runs without the lock.
@@ -500,7 +506,12 @@ impl Topic {
             let over = if self.core.ephemeral {
                 st.mem.len().saturating_sub(self.core.opts().mem_queue_size)
             } else {
-                self.core.spill_count(&st, slowest)
+                let need = self.core.spill_need(&st, slowest);
+                if defer {
+                    need.owed
+                } else {
+                    self.core.spill_chunk(&st, need)
+                }
             };
             let mut ours_on_disk = false;
             let spill_owed = defer && over > 0;

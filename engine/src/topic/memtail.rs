@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// See [`TopicCore::spill_need`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SpillNeed {
+    pub(super) over: usize,
+    pub(super) owed: usize,
+}
+
+/// At most this many body bytes of write-through (owed, not over the bound) go to the log
+/// in one write.
+pub(super) const SPILL_CHUNK_BYTES: usize = 4 << 20;
+
 pub(super) struct MemRecord {
     pub(super) header: RecordHeader,
     pub(super) body: Bytes,
@@ -102,25 +113,54 @@ impl TopicCore {
             .min()
     }
 
-    /// How many of the oldest memory records a publish moves to the log, now that memory
-    /// holds `st.mem.len()` records: those beyond the memory bound; and all of them while
-    /// the slowest channel (`slowest`, its read position; the topic's start without
-    /// channels) is more than the bound behind the newest message. Such a channel reads
+    /// What the oldest memory records owe the log, now that memory holds `st.mem.len()`
+    /// records. `over`: those beyond the memory bound, which a publish moves before it is
+    /// answered (or, deferred, within `DEFER_SLACK_BYTES`). `owed`: all of them while the
+    /// slowest channel (`slowest`, its read position; the topic's start without channels)
+    /// is more than the bound behind the newest message, else `over`. Such a channel reads
     /// from the log for a while whatever memory holds, so new messages go to the log at
     /// once, while the read that brought them left them in cache: held in memory until
     /// the bound pushed them out, they would be copied from memory gone cold (16 KiB
     /// bodies spent most of their publish cost there), and memory would hold the bound's
     /// worth of bodies for nothing. Once the channels are within the bound again, memory
-    /// is used again.
-    pub(super) fn spill_count(&self, st: &TopicState, slowest: Option<u64>) -> usize {
+    /// is used again. What is owed but not over the bound is within the bound: it goes
+    /// in chunks of `SPILL_CHUNK_BYTES` ([`TopicCore::spill_chunk`]), so the moment a
+    /// channel falls behind does not write the whole bound's worth in one go.
+    pub(super) fn spill_need(&self, st: &TopicState, slowest: Option<u64>) -> SpillNeed {
         let limit = self.opts().mem_queue_size;
         let over = st.mem.len().saturating_sub(limit);
         let slowest = slowest.unwrap_or(st.start_seq);
-        if st.next_seq.saturating_sub(slowest) > limit as u64 {
+        let owed = if st.next_seq.saturating_sub(slowest) > limit as u64 {
             st.mem.len()
         } else {
             over
+        };
+        SpillNeed { over, owed }
+    }
+
+    /// How many of the oldest memory records one spill moves for `need`: everything over
+    /// the bound, and of the rest owed as many as fit in `SPILL_CHUNK_BYTES` of bodies
+    /// (at least one).
+    pub(super) fn spill_chunk(&self, st: &TopicState, need: SpillNeed) -> usize {
+        if need.owed <= need.over {
+            return need.owed;
         }
+        let mut bytes = 0usize;
+        let within = st
+            .mem
+            .iter()
+            .take(need.owed)
+            .take_while(|r| {
+                bytes += r.body.len();
+                bytes <= SPILL_CHUNK_BYTES
+            })
+            .count();
+        within.max(need.over).max(1)
+    }
+
+    /// Body bytes of the records over the memory bound.
+    pub(super) fn over_bytes(&self, st: &TopicState, need: SpillNeed) -> usize {
+        st.mem.iter().take(need.over).map(|r| r.body.len()).sum()
     }
 
     /// Drop from memory what every channel has finished.
