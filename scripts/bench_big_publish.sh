@@ -2,10 +2,13 @@
 # 16 KiB publish (issue 13): for each round and each nsqd binary, alternating: a fresh data
 # directory, topic `big` and channel `ch` created, then `nsq_bench writer --size=16384
 # --batch-size=20 --runfor=5s` (2 connections); prints msgs/s, nsqd CPU us/msg and VmHWM.
-# usage: scripts/bench_big_publish.sh ROUNDS name=NSQD ...   (BENCH: nsq_bench, PORT)
+# usage: scripts/bench_big_publish.sh ROUNDS name=NSQD ...   (BENCH: nsq_bench, PORT;
+# DROP_CACHES=1: sync and drop the page cache before each run, as root, so every run starts
+# with the same free memory instead of reclaiming what the one before left)
 R=$1; shift
 PORT=${PORT:-25600}; BENCH=${BENCH:-target/release/nsq_bench}
 for i in $(seq $R); do for nb in "$@"; do n=${nb%%=*}; b=${nb#*=}
+if [[ -n ${DROP_CACHES:-} ]]; then sync; echo 1 > /proc/sys/vm/drop_caches; fi
 D=$(mktemp -d /tmp/big16.XXXX)
 $b --data-path=$D --tcp-address=127.0.0.1:$PORT --http-address=127.0.0.1:$((PORT+1)) --log-level=warn >$D.log 2>&1 &
 P=$!

@@ -105,8 +105,9 @@ pub(crate) const NO_EXTERNAL: u64 = u64::MAX;
 const DEFER_SLACK_BYTES: usize = 4 << 20;
 
 /// How many writes (each what is over the bound plus at most `SPILL_CHUNK_BYTES` of
-/// write-through) one `spill_owed` makes at most, for what it owes and what others left
-/// owed while it wrote; what is still owed then goes with the next one.
+/// write-through) one `spill_owed` makes at most beyond those for what was owed when it
+/// began, for what others left owed while it wrote; what is still owed then goes with
+/// the next one.
 const MAX_SPILL_ROUNDS: usize = 4;
 
 impl TopicCore {
@@ -364,10 +365,22 @@ impl Topic {
             if st.appending {
                 return;
             }
-            // A write cut short by the end of a segment is not a round: the next one
-            // goes on in the new segment.
+            // All that is owed now, a chunk per round (the lock is free between them),
+            // and up to MAX_SPILL_ROUNDS more for what others leave owed meanwhile. A
+            // backlog paid a little per call would keep every write behind it, copying
+            // bodies long gone cold. A write cut short by the end of a segment is not a
+            // round: the next one goes on in the new segment.
+            let owed_now = {
+                let need = self.core.spill_need(&st, slowest);
+                st.mem
+                    .iter()
+                    .take(need.owed)
+                    .map(|r| r.body.len())
+                    .sum::<usize>()
+            };
+            let max_rounds = MAX_SPILL_ROUNDS + owed_now.div_ceil(memtail::SPILL_CHUNK_BYTES);
             let mut rounds = 0;
-            while rounds < MAX_SPILL_ROUNDS {
+            while rounds < max_rounds {
                 let need = self.core.spill_need(&st, slowest);
                 if need.owed == 0 {
                     break;
