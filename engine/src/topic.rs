@@ -489,11 +489,21 @@ impl Topic {
             let mut st = self.core.state.lock();
             self.check_bound(&st)?;
             // Deferring is allowed while what earlier publishes left over the bound is
-            // small (write-through within the bound is never urgent).
-            let defer = defer && {
-                let need = self.core.spill_need(&st, slowest);
-                self.core.over_bytes(&st, need) <= DEFER_SLACK_BYTES
-            };
+            // small (write-through within the bound is never urgent). Over the slack,
+            // while a write runs without the lock, wait for its round: the writer takes
+            // what is over the bound in its next one, so this publish may defer again;
+            // waiting for the writer to stop would wait out all its rounds.
+            let defer = defer
+                && loop {
+                    let need = self.core.spill_need(&st, slowest);
+                    if self.core.over_bytes(&st, need) <= DEFER_SLACK_BYTES {
+                        break true;
+                    }
+                    if !st.appending {
+                        break false;
+                    }
+                    self.core.append_done.wait(&mut st);
+                };
             if !defer {
                 // This publish may append: not while a write runs without the lock.
                 self.core.wait_appending(&mut st);
