@@ -19,7 +19,7 @@ pub(crate) struct Marks {
     /// and GC may remove below.
     pub(crate) floor: AtomicU64,
     /// The next sequence the channel reads for the first time: how far behind the newest
-    /// message it is (see `TopicCore::spill_count`).
+    /// message it is (see `TopicCore::spill_need`).
     pub(crate) read: AtomicU64,
 }
 
