@@ -14,7 +14,8 @@
 #      with 1 MiB segments, also against the pre-roll-work build $OLD when it exists)
 #   g  restart with a 10M backlog after SIGTERM and after kill -9 ($G_HOW, default
 #      "term kill"); shutdown and restart with 2,000 topics (G_TOPICS=0 skips it); servers
-#      $G_KINDS (default "nsq ours")
+#      $G_KINDS (default "nsq ours"); G_COLD=1 drops the page cache (as root) between the
+#      stop and the restart, so the restart reads the backlog's files from the disk
 # (a and b share runs, so "a" runs both; h comes out of a.)
 #
 # Each scenario alternates NSQ and nsq-rs, $PAIRS pairs (default 3), a fresh data dir per
@@ -225,9 +226,10 @@ scenario_g() {
         if [[ $how == term ]]; then kill -TERM "$PID"; else kill -9 "$PID"; fi
         wait "$PID" 2>/dev/null || true
         local stop_ms=$((($(date +%s%N) - t0) / 1000000)); PID=""
+        if [[ -n ${G_COLD:-} ]]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi
         s=$("$BENCH" startup --http-address="$HTTP" --nsqd-tcp-address="$TCP" --topic=sub_bench --channel=ch --stop=term \
           -- "$(bin_of "$kind")" --data-path="$DATA" --tcp-address="$TCP" --http-address="$HTTP" --log-level=warn)
-        result "g.restart_after_$how.$G_COUNT $kind ping_ms=$(grep -o 'ping_ms=[0-9.]*' <<<"$s" | cut -d= -f2) first_msg_ms=$(grep -o 'first_msg_ms=[0-9.]*' <<<"$s" | cut -d= -f2) stop_before_ms=$stop_ms"
+        result "g.restart_after_$how${G_COLD:+.cold}.$G_COUNT $kind ping_ms=$(grep -o 'ping_ms=[0-9.]*' <<<"$s" | cut -d= -f2) first_msg_ms=$(grep -o 'first_msg_ms=[0-9.]*' <<<"$s" | cut -d= -f2) stop_before_ms=$stop_ms"
         clean
       done
     done
