@@ -341,11 +341,7 @@ impl Log {
                 result = Err(Error::RecordTooLarge(need));
                 break;
             }
-            let room = self
-                .writer
-                .as_ref()
-                .filter(|w| !w.is_poisoned())
-                .map_or(0, |w| w.remaining().saturating_sub(batch.len));
+            let room = self.room().saturating_sub(batch.len);
             if room < need as u64 {
                 if let Err(e) = self.flush_batch(&buf, &mut batch, &mut pending) {
                     result = Err(e);

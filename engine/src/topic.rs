@@ -370,14 +370,9 @@ impl Topic {
             // backlog paid a little per call would keep every write behind it, copying
             // bodies long gone cold. A write cut short by the end of a segment is not a
             // round: the next one goes on in the new segment.
-            let owed_now = {
-                let need = self.core.spill_need(&st, slowest);
-                st.mem
-                    .iter()
-                    .take(need.owed)
-                    .map(|r| r.body.len())
-                    .sum::<usize>()
-            };
+            let owed_now = self
+                .core
+                .mem_bytes(&st, self.core.spill_need(&st, slowest).owed);
             let max_rounds = MAX_SPILL_ROUNDS + owed_now.div_ceil(memtail::SPILL_CHUNK_BYTES);
             let mut rounds = 0;
             while rounds < max_rounds {
@@ -496,7 +491,7 @@ impl Topic {
             let defer = defer
                 && loop {
                     let need = self.core.spill_need(&st, slowest);
-                    if self.core.over_bytes(&st, need) <= DEFER_SLACK_BYTES {
+                    if self.core.mem_bytes(&st, need.over) <= DEFER_SLACK_BYTES {
                         break true;
                     }
                     if !st.appending {

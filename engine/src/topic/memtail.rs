@@ -158,9 +158,9 @@ impl TopicCore {
         within.max(need.over).max(1)
     }
 
-    /// Body bytes of the records over the memory bound.
-    pub(super) fn over_bytes(&self, st: &TopicState, need: SpillNeed) -> usize {
-        st.mem.iter().take(need.over).map(|r| r.body.len()).sum()
+    /// Body bytes of the oldest `n` memory records.
+    pub(super) fn mem_bytes(&self, st: &TopicState, n: usize) -> usize {
+        st.mem.iter().take(n).map(|r| r.body.len()).sum()
     }
 
     /// Drop from memory what every channel has finished.
