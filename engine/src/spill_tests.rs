@@ -128,20 +128,21 @@ fn a_deferred_publish_leaves_the_spill_to_its_caller() {
     t.spill_owed(); // nothing owed: a no-op
     let p = t.publish_deferring_spill(msgs(20, 1)).unwrap();
     assert!(p.spill_owed, "the channel is far behind: owed at once");
-    // Write-through within the bound is the caller's to pay, however much is owed.
+    // Write-through is the caller's to pay while no more than the slack (4 MiB) is owed.
     let p = t.publish_deferring_spill(sized(21, 5, 1 << 20)).unwrap();
-    assert!(p.spill_owed);
+    assert!(p.spill_owed, "a small body owed before it: deferred");
+    assert_eq!(t.stats().mem_depth, 6);
+    // More than the slack owed: the next publish writes a chunk itself (the publishers
+    // do not run ahead of the writer).
     let p = t.publish_deferring_spill(msgs(26, 1)).unwrap();
-    assert!(p.spill_owed, "within the bound: still deferred");
-    assert_eq!(t.stats().mem_depth, 7);
-    // More than the slack over the bound: the next deferred publish writes that part
-    // itself, and of the write-through no more than a chunk.
-    let p = t.publish_deferring_spill(sized(27, 8, 1 << 20)).unwrap();
-    assert!(p.spill_owed, "what was over the bound before it was small");
-    let p = t.publish_deferring_spill(msgs(35, 1)).unwrap();
     assert!(!p.spill_owed, "over the slack: written by the publish");
-    // 16 in memory, 6 over the bound: 20..=25 go (the chunk alone would take 20..=23).
-    assert_eq!(t.stats().mem_depth, 10);
+    // The small body and 3 MiB make the 4 MiB chunk: 20..=23 go.
+    assert_eq!(t.stats().mem_depth, 3);
+    let p = t.publish_deferring_spill(sized(27, 8, 1 << 20)).unwrap();
+    assert!(p.spill_owed, "2 MiB and a little owed before it: deferred");
+    let p = t.publish_deferring_spill(msgs(35, 1)).unwrap();
+    assert!(!p.spill_owed);
+    assert_eq!(t.stats().mem_depth, 8, "24..=27 went: a chunk");
     t.spill_owed();
     assert_eq!(
         t.stats().mem_depth,
@@ -153,6 +154,34 @@ fn a_deferred_publish_leaves_the_spill_to_its_caller() {
     assert_eq!(
         got.iter().map(index_of).collect::<Vec<_>>(),
         (0..36).collect::<Vec<_>>()
+    );
+    e.close().unwrap();
+
+    // What is over the bound is written whole by a publish that writes, even when it is
+    // more than a chunk.
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), opts(2, 64 << 20, 1000)).unwrap();
+    let t = e.topic("t").unwrap();
+    let c = t.channel("c").unwrap();
+    let p = t.publish_deferring_spill(sized(0, 2, 1 << 20)).unwrap();
+    assert!(!p.spill_owed, "at the bound: memory");
+    let p = t.publish_deferring_spill(sized(2, 6, 1 << 20)).unwrap();
+    assert!(p.spill_owed, "nothing owed before it: deferred");
+    assert_eq!(t.stats().mem_depth, 8);
+    let p = t.publish_deferring_spill(sized(8, 1, 1 << 20)).unwrap();
+    assert!(!p.spill_owed);
+    assert_eq!(
+        t.stats().mem_depth,
+        2,
+        "7 over the bound went, not a 4 MiB chunk"
+    );
+    t.spill_owed();
+    assert_eq!(t.stats().mem_depth, 0);
+    let mut got = Vec::new();
+    while c.next_batch(1000, &mut got).unwrap() > 0 {}
+    assert_eq!(
+        got.iter().map(index_of).collect::<Vec<_>>(),
+        (0..9).collect::<Vec<_>>()
     );
     e.close().unwrap();
 

@@ -100,8 +100,9 @@ pub(crate) struct TopicCore {
 
 pub(crate) const NO_EXTERNAL: u64 = u64::MAX;
 
-/// How many body bytes over the memory bound deferred publishes may leave owed (see
-/// [`Topic::publish_deferring_spill`]): a few batches of big messages.
+/// How many body bytes deferred publishes may leave owed to the log, over the memory
+/// bound or by write-through (see [`Topic::publish_deferring_spill`]): a few batches of
+/// big messages.
 const DEFER_SLACK_BYTES: usize = 4 << 20;
 
 /// How many writes (each what is over the bound plus at most `SPILL_CHUNK_BYTES` of
@@ -334,19 +335,21 @@ impl Topic {
         self.publish_with(msgs, on_durable, false)
     }
 
-    /// Like [`Topic::publish`] without a durability callback, but the write of what went
-    /// over the memory bound may be left to the caller: when `Published::spill_owed` is
-    /// set, call [`Topic::spill_owed`] once the client has its answer, so the `pwrite`
-    /// overlaps with the client sending its next batch instead of delaying the answer.
-    /// Until then memory holds up to `DEFER_SLACK_BYTES` beyond the bound; a publish
-    /// that finds more than that over the bound (the caller did not pay, or a write
-    /// failed) writes it itself, with its errors, as [`Topic::publish`] does. Never deferred at
-    /// `--mem-queue-size=0`, where a message is on disk before it is acknowledged.
+    /// Like [`Topic::publish`] without a durability callback, but the write of what memory
+    /// owes the log (what went over the memory bound, or write-through while a channel is
+    /// far behind) may be left to the caller: when `Published::spill_owed` is set, call
+    /// [`Topic::spill_owed`] once the client has its answer, so the `pwrite` overlaps with
+    /// the client sending its next batch instead of delaying the answer. Until then
+    /// memory owes up to `DEFER_SLACK_BYTES`; a publish that finds more than that owed
+    /// (the caller did not pay yet, or a write failed) writes all that is over the bound
+    /// and a chunk of the rest itself, with its errors, as [`Topic::publish`] does. Never
+    /// deferred at `--mem-queue-size=0`, where a message is on disk before it is
+    /// acknowledged.
     pub fn publish_deferring_spill(&self, msgs: Vec<NewMessage>) -> Result<Published> {
         self.publish_with(msgs, None, true)
     }
 
-    /// Write what a deferred publish left over the memory bound (see
+    /// Write what deferred publishes left owed to the log (see
     /// [`Topic::publish_deferring_spill`]). A failure is recorded as the topic's storage
     /// fault (the messages stay in memory, acknowledged, as any under the bound are) and
     /// the next publish meets it.
@@ -361,7 +364,7 @@ impl Topic {
             // One writer at a time, and the others do not wait for it: the writer at work
             // takes what they left owed when its write ends (checked under the lock, so
             // nothing owed is left behind), and they go back to their clients. A publish
-            // that finds more than the slack over the bound writes itself (`publish_with`).
+            // that finds more than the slack owed writes a chunk itself (`publish_with`).
             if st.appending {
                 return;
             }
@@ -483,15 +486,18 @@ impl Topic {
         let (first, count, wake, spill_owed) = {
             let mut st = self.core.state.lock();
             self.check_bound(&st)?;
-            // Deferring is allowed while what earlier publishes left over the bound is
-            // small (write-through within the bound is never urgent). Over the slack,
-            // while a write runs without the lock, wait for its round: the writer takes
-            // what is over the bound in its next one, so this publish may defer again;
-            // waiting for the writer to stop would wait out all its rounds.
+            // Deferring is allowed while what earlier publishes left owed (over the
+            // bound, or write-through) is small. Counting the write-through too is the
+            // publishers' back-pressure: a writer that fell behind them would otherwise
+            // stay behind, copying bodies long gone cold. Over the slack, while a write
+            // runs without the lock, wait for its round: it takes a chunk, so this
+            // publish may defer again; waiting for the writer to stop would wait out all
+            // its rounds. Otherwise this publish writes a chunk (and all that is over the
+            // bound) itself.
             let defer = defer
                 && loop {
                     let need = self.core.spill_need(&st, slowest);
-                    if self.core.mem_bytes(&st, need.over) <= DEFER_SLACK_BYTES {
+                    if self.core.mem_bytes(&st, need.owed) <= DEFER_SLACK_BYTES {
                         break true;
                     }
                     if !st.appending {
