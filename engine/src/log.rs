@@ -379,7 +379,7 @@ impl Log {
     /// The plan holds the records that fit in the writable segment; when the first does
     /// not, the segment is rolled here first (as an append would), so the write itself
     /// never waits for a roll. [`PendingAppend::cut_at`] tells where a plan stopped short.
-    /// Nothing else is changed but the file's space reservation.
+    /// Nothing else is changed.
     pub(crate) fn begin_append<'b>(
         &mut self,
         records: impl IntoIterator<Item = (RecordHeader, &'b Bytes, Option<u32>)>,
@@ -429,13 +429,7 @@ impl Log {
                 return Ok(PendingAppend::default());
             }
         };
-        let at = match w.begin_external(len) {
-            Ok(at) => at,
-            Err(e) => {
-                self.encode_buf = buf;
-                return Err(e);
-            }
-        };
+        let at = w.begin_external(len);
         Ok(PendingAppend {
             target: Some((w.file().clone(), w.io().clone())),
             at,

@@ -3,11 +3,14 @@
 //! Records are appended with `pwrite` (through the persistence seam, [`Io`]), never through
 //! a memory map: a write into a mapped page that the file system cannot allocate (a full
 //! disk) or read back (an I/O error) kills the process with SIGBUS, while `pwrite` returns
-//! an error the publish can be answered with. Blocks are reserved ahead of the write
-//! position with `fallocate(FALLOC_FL_KEEP_SIZE)` in steps that grow with the segment (4
-//! KiB up to 8 MiB), so a full disk is noticed before any byte of a record is written and
-//! a small topic holds little more disk than its data. The file's size is always the end
-//! of the last complete record; readers `pread` up to the length the log committed.
+//! an error the publish can be answered with. No blocks are reserved ahead of a write: the
+//! file system allocates them when it writes the pages back (delayed allocation, off the
+//! publish path), and a write it has no room for fails with ENOSPC at once. Reserving
+//! with `fallocate` before each step cost the writer a system call that waits for the
+//! disk (for the file system's block bitmaps, up to 50 ms measured) and the publish path
+//! 17-22 % of its 16 KiB throughput (docs/BENCHMARKS.md), for nothing a `pwrite` does not
+//! already report. The file's size is always the end of the last complete record;
+//! readers `pread` up to the length the log committed.
 //!
 //! A batch is written with one `pwrite`, or one `pwritev` of pieces taken from where they
 //! are. If it fails part-way, the file is cut back to where the batch started, so a
@@ -21,18 +24,13 @@ use std::sync::Arc;
 use crate::error::{IoContext, Result};
 use crate::fs::Io;
 
-const RESERVE_MIN: u64 = 4 * 1024;
-const RESERVE_MAX: u64 = 8 * 1024 * 1024;
-
 pub(crate) struct SegmentWriter {
     path: PathBuf,
     file: Arc<File>,
     /// End of the last complete record written (the file's size).
     pos: u64,
-    /// Blocks are reserved below this offset.
+    /// Blocks are reserved below this offset (by the full-disk probe, past `pos`).
     reserved: u64,
-    /// False once the file system said it cannot reserve (writes then allocate as they go).
-    can_reserve: bool,
     /// Largest size this segment may reach (`--max-bytes-per-file`, or one bigger record).
     capacity: u64,
     io: Io,
@@ -120,7 +118,6 @@ impl SegmentWriter {
             file: Arc::new(file),
             pos,
             reserved: pos,
-            can_reserve: true,
             capacity: capacity.max(pos),
             io: io.clone(),
             poisoned: Arc::new(AtomicBool::new(false)),
@@ -141,38 +138,6 @@ impl SegmentWriter {
 
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
-    }
-
-    /// Reserve blocks so that `[pos, pos + need)` can be written without running out of
-    /// space, a step ahead so most appends make no system call for it.
-    fn reserve(&mut self, need: u64) -> Result<()> {
-        let end = self.pos + need;
-        if !self.can_reserve || end <= self.reserved {
-            return Ok(());
-        }
-        let ahead = (self.pos / 4).clamp(RESERVE_MIN, RESERVE_MAX);
-        let target = (end + ahead).min(self.capacity).max(end);
-        let from = self.reserved.max(self.pos);
-        let mut result = self.io.allocate(&self.file, from, target - from);
-        if target > end && result.as_ref().is_err_and(crate::fs::is_no_space) {
-            // No room for the step ahead: the records themselves may still fit.
-            result = self.io.allocate(&self.file, from, end - from);
-            if result.is_ok() {
-                self.reserved = end;
-                return Ok(());
-            }
-        }
-        match result {
-            Ok(true) => {
-                self.reserved = target;
-                Ok(())
-            }
-            Ok(false) => {
-                self.can_reserve = false;
-                Ok(())
-            }
-            Err(e) => Err(e).at(&self.path),
-        }
     }
 
     /// Reserve a step ahead now (used to notice that a full disk has room again).
@@ -212,25 +177,24 @@ impl SegmentWriter {
         self.append_with(len, |io, file, at| io.write_all_vectored_at(file, bufs, at))
     }
 
-    /// Reserve `len` bytes at the end and `write` them there; on error drop any part that
-    /// was written (and the reservation past it), leaving `pos` unchanged.
+    /// `write` `len` bytes at the end; on error drop any part that was written (and any
+    /// reservation past it), leaving `pos` unchanged.
     fn append_with(
         &mut self,
         len: u64,
         write: impl FnOnce(&Io, &File, u64) -> std::io::Result<()>,
     ) -> Result<()> {
-        let at = self.begin_external(len)?;
+        let at = self.begin_external(len);
         let written = write(&self.io, &self.file, at);
         self.end_external(at, len, written)
     }
 
-    /// Reserve `len` bytes at the end for a write the caller makes itself, without this
+    /// Plan a write of `len` bytes at the end that the caller makes itself, without this
     /// writer (see `Log::begin_append`): returns where it goes. Nothing counts until
     /// [`end_external`](Self::end_external) with the write's result.
-    pub(crate) fn begin_external(&mut self, len: u64) -> Result<u64> {
+    pub(crate) fn begin_external(&self, len: u64) -> u64 {
         debug_assert!(len <= self.remaining(), "caller checks remaining()");
-        self.reserve(len)?;
-        Ok(self.pos)
+        self.pos
     }
 
     /// The end of a write [`begin_external`](Self::begin_external) planned at `at`: on
@@ -278,14 +242,17 @@ mod tests {
     use crate::fs::{Fault, FaultPlan, Op};
 
     #[test]
-    fn appends_extend_the_file_and_reserve_ahead() {
+    fn appends_extend_the_file_and_reserve_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.seg");
-        let mut w = SegmentWriter::open(&Io::default(), &path, 0, 1 << 20).unwrap();
+        let plan = FaultPlan::new();
+        // An append makes no `fallocate`: one that would fail does not matter.
+        plan.fail_always(Op::Allocate, Fault::NoSpace);
+        let mut w = SegmentWriter::open(&Io::with_faults(plan), &path, 0, 1 << 20).unwrap();
         w.append(b"hello").unwrap();
         w.append(b" world").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
-        assert!(w.reserved >= RESERVE_MIN.min(1 << 20) || !w.can_reserve);
+        assert_eq!(w.pos(), 11);
         w.sync_handle().sync().unwrap();
     }
 
@@ -300,17 +267,25 @@ mod tests {
         plan.fail_nth(Op::Write, 1, Fault::ShortWrite);
         assert!(w.append(b"second record").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"first");
-        // No room for the step ahead, but for the record itself: it is written.
-        plan.fail_nth(Op::Allocate, 1, Fault::NoSpace);
-        w.reserved = w.pos; // force a reservation on the next append
-        w.append(b"-ok").unwrap();
-        // No room at all: refused, nothing written.
+        // No room: refused, nothing written, and the probe says so too.
+        plan.fail_always(Op::Write, Fault::NoSpace);
         plan.fail_always(Op::Allocate, Fault::NoSpace);
-        w.reserved = w.pos;
-        assert!(w.append(b"third").is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"first-ok");
+        assert!(w.append(b"third").unwrap_err().is_no_space());
+        assert!(w.probe_space().unwrap_err().is_no_space());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        assert_eq!(w.pos(), 5);
+        // Room again: the probe reserves past the end, writes go on, and sealing gives
+        // back what the probe reserved and no record used.
         plan.heal();
+        if w.probe_space().is_ok() {
+            assert!(w.reserved > w.pos());
+        }
+        w.append(b"-ok").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"first-ok");
+        let pos = w.pos();
+        let reserved = w.reserved;
+        let h = w.seal(None);
+        assert_eq!(h.trim_to, (reserved > pos).then_some(pos));
     }
 
     #[test]
