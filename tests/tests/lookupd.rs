@@ -265,9 +265,16 @@ fn nsqd_registers_tombstones_and_reregisters() {
             .unwrap_or(false)),
         "nsqd did not re-register"
     );
-    assert_eq!(
-        http_json(l2.http, "/channels?topic=shared").unwrap()["channels"],
-        serde_json::json!(["ch"])
+    // The channel is its own REGISTER, sent after the topic's.
+    assert!(
+        wait_until(Duration::from_secs(15), || http_json(
+            l2.http,
+            "/channels?topic=shared"
+        )
+        .map(|v| v["channels"] == serde_json::json!(["ch"]))
+        .unwrap_or(false)),
+        "nsqd did not re-register its channel: {:?}",
+        http_json(l2.http, "/channels?topic=shared")
     );
 }
 
