@@ -122,7 +122,8 @@ fn a_deferred_publish_leaves_the_spill_to_its_caller() {
     assert!(p.spill_owed, "over the bound");
     assert_eq!(t.stats().mem_depth, 20, "still in memory");
     assert_eq!(t.stats().log_bytes, 0);
-    t.spill_owed();
+    assert!(t.spill_owed());
+    assert!(!t.owes_spill());
     assert_eq!(t.stats().mem_depth, 0, "paid: in the log");
     assert!(t.stats().log_bytes > 0);
     t.spill_owed(); // nothing owed: a no-op
@@ -309,7 +310,8 @@ fn a_failed_deferred_write_keeps_the_messages_in_memory() {
     plan.fail_always(IoOp::Write, Fault::NoSpace);
     let p = t.publish_deferring_spill(sized(20, 5, 5000)).unwrap();
     assert!(p.spill_owed);
-    t.spill_owed();
+    assert!(!t.spill_owed(), "nothing written: a paying loop must stop");
+    assert!(t.owes_spill(), "still owed");
     assert_eq!(e.faults().len(), 1, "the failed write is the topic's fault");
     assert_eq!(t.stats().mem_depth, 5, "the messages stay in memory");
     assert_eq!(

@@ -352,13 +352,16 @@ impl Topic {
     /// Write what deferred publishes left owed to the log (see
     /// [`Topic::publish_deferring_spill`]). A failure is recorded as the topic's storage
     /// fault (the messages stay in memory, acknowledged, as any under the bound are) and
-    /// the next publish meets it.
-    pub fn spill_owed(&self) {
+    /// the next publish meets it. Returns false when it wrote nothing because it could
+    /// not (a failed write, another writer at work, the topic deleted): a caller that
+    /// loops while [`Topic::owes_spill`] must stop then.
+    pub fn spill_owed(&self) -> bool {
         if self.core.deleted.load(Ordering::Acquire) {
-            return;
+            return false;
         }
         let min_floor = self.core.spill_floor();
         let slowest = self.core.min_read();
+        let mut failed = false;
         let wake = {
             let mut st = self.core.state.lock();
             // One writer at a time, and the others do not wait for it: the writer at work
@@ -366,7 +369,7 @@ impl Topic {
             // nothing owed is left behind), and they go back to their clients. A publish
             // that finds more than the slack owed writes a chunk itself (`publish_with`).
             if st.appending {
-                return;
+                return false;
             }
             // All that is owed now, a chunk per round (the lock is free between them),
             // and up to MAX_SPILL_ROUNDS more for what others leave owed meanwhile. A
@@ -396,6 +399,7 @@ impl Topic {
                         if !self.core.deleted.load(Ordering::Acquire) {
                             self.core.set_fault(&e);
                         }
+                        failed = true;
                         break;
                     }
                 }
@@ -406,6 +410,18 @@ impl Topic {
         if wake {
             self.core.signal.wake();
         }
+        !failed
+    }
+
+    /// Does memory owe the log anything deferred publishes left (see
+    /// [`Topic::spill_owed`])?
+    pub fn owes_spill(&self) -> bool {
+        if self.core.ephemeral || self.core.deleted.load(Ordering::Acquire) {
+            return false;
+        }
+        let slowest = self.core.min_read();
+        let st = self.core.state.lock();
+        self.core.spill_need(&st, slowest).owed > 0
     }
 
     /// Move the oldest `n` memory records to the log with the `pwrite` made while `st`

@@ -124,7 +124,7 @@ struct Conn<S> {
     fin_ids: Vec<[u8; 16]>,
     fin_failed: Vec<(usize, crate::channel::InFlightError)>,
     /// Topics whose publishes left records over the memory bound to write once the
-    /// answers are flushed (see `Topic::spill_owed`).
+    /// answers are flushed (see `Topic::spill_owed_in_background`).
     spill_owed: Vec<Arc<Topic>>,
 }
 
@@ -204,10 +204,11 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    /// Write what this connection's publishes left over the memory bound.
+    /// Have what this connection's publishes left owed to the log written (without
+    /// waiting for it: see `Topic::spill_owed_in_background`).
     fn pay_spills(&mut self) {
         for t in self.spill_owed.drain(..) {
-            t.spill_owed();
+            t.spill_owed_in_background();
         }
     }
 

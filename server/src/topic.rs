@@ -30,6 +30,9 @@ pub struct Topic {
     pub e2e: Quantiles,
     e2e_enabled: bool,
     e2e_window: std::time::Duration,
+    /// A blocking-pool thread is paying what deferred publishes left owed
+    /// ([`Topic::spill_owed_in_background`]).
+    spilling: AtomicBool,
 }
 
 /// Resolves once a durable publish is on stable storage.
@@ -54,6 +57,7 @@ impl Topic {
             deleted: AtomicBool::new(false),
             paused_backlog: AtomicU64::new(0),
             id_mask,
+            spilling: AtomicBool::new(false),
         }
     }
 
@@ -109,9 +113,34 @@ impl Topic {
         Ok((wait, published.spill_owed))
     }
 
-    /// Write what a deferred publish left over the memory bound (blocks on disk).
-    pub fn spill_owed(&self) {
-        self.inner.spill_owed();
+    /// Write what deferred publishes left owed to the log on a thread of tokio's
+    /// blocking pool, so the connection that answered goes on reading its client's next
+    /// batch instead of waiting for the `pwrite`. One such thread per topic at a time: it
+    /// keeps writing while publishers keep leaving something owed, and they wait for it
+    /// (`engine::Topic::publish_deferring_spill` holds what memory may owe to a few MiB).
+    /// Outside a runtime (or while it shuts down) the caller writes itself.
+    pub fn spill_owed_in_background(self: &Arc<Self>) {
+        // Only one thread at a time; the one running takes whatever is owed when it looks
+        // again below. SeqCst pairs the publisher's "publish, then set" with the writer's
+        // "clear, then look": either the writer sees the new debt or the publisher sees
+        // the flag clear and starts a writer.
+        if self.spilling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let t = self.clone();
+        let pay = move || loop {
+            let wrote = t.inner.spill_owed();
+            t.spilling.store(false, Ordering::SeqCst);
+            if !wrote || !t.inner.owes_spill() || t.spilling.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(pay);
+            }
+            Err(_) => pay(),
+        }
     }
 
     pub fn notify_channels(&self) {
@@ -276,4 +305,62 @@ pub struct TopicStats {
     pub corrupt_records: u64,
     /// Beyond NSQ: the storage error the topic is in ("" when none).
     pub storage_error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP publish's deferred spill is written by a blocking-pool thread: the caller
+    /// does not wait for it, and everything owed reaches the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_spills_are_written_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = engine::EngineOptions {
+            mem_queue_size: 10,
+            max_bytes_per_file: 256 * 1024,
+            ..engine::EngineOptions::default()
+        };
+        let e = engine::Engine::open(dir.path(), opts).unwrap();
+        let t = Arc::new(Topic::new(
+            e.topic("t").unwrap(),
+            false,
+            std::time::Duration::from_secs(60),
+        ));
+        let c = t.inner.channel("c").unwrap();
+        for b in 0..50 {
+            let bodies = (0..20)
+                .map(|i| Bytes::from(format!("{b}:{i}:{}", "x".repeat(3000))))
+                .collect();
+            let (wait, owed) = t.publish(bodies, 0, false, true).unwrap();
+            assert!(wait.is_none());
+            if owed {
+                t.spill_owed_in_background();
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while t.inner.owes_spill() || t.spilling.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the spill never ended"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(t.inner.stats().mem_depth, 0, "the channel is far behind");
+        assert!(t.inner.stats().log_bytes > 50 * 20 * 3000);
+        let mut got = Vec::new();
+        while c.next_batch(10_000, &mut got).unwrap() > 0 {}
+        let order: Vec<(usize, usize)> = got
+            .iter()
+            .map(|m| {
+                let s = std::str::from_utf8(&m.body).unwrap();
+                let mut f = s.split(':').map(|v| v.parse().unwrap_or(usize::MAX));
+                (f.next().unwrap(), f.next().unwrap())
+            })
+            .collect();
+        let want: Vec<(usize, usize)> =
+            (0..50).flat_map(|b| (0..20).map(move |i| (b, i))).collect();
+        assert_eq!(order, want, "every message once, in order");
+        e.close().unwrap();
+    }
 }
