@@ -101,8 +101,8 @@ pub(crate) struct TopicCore {
 pub(crate) const NO_EXTERNAL: u64 = u64::MAX;
 
 /// How many body bytes deferred publishes may leave owed to the log, over the memory
-/// bound or by write-through (see [`Topic::publish_deferring_spill`]): a few batches of
-/// big messages.
+/// bound or by write-through, beyond what a write at work is taking (see
+/// [`Topic::publish_deferring_spill`]): a few batches of big messages.
 const DEFER_SLACK_BYTES: usize = 4 << 20;
 
 /// How many writes (each what is over the bound plus at most `SPILL_CHUNK_BYTES` of
@@ -263,6 +263,7 @@ impl Topic {
                 start_seq: tm.start_seq,
                 lost,
                 appending: false,
+                appending_end: 0,
             }),
             append_done: Condvar::new(),
             floors: RwLock::new(HashMap::new()),
@@ -454,6 +455,7 @@ impl Topic {
             )?
         };
         st.appending = true;
+        st.appending_end = last + 1;
         let written = MutexGuard::unlocked(st, || pending.write());
         st.appending = false;
         self.core.append_done.notify_all();
@@ -503,9 +505,11 @@ impl Topic {
             let mut st = self.core.state.lock();
             self.check_bound(&st)?;
             // Deferring is allowed while what earlier publishes left owed (over the
-            // bound, or write-through) is small. Counting the write-through too is the
-            // publishers' back-pressure: a writer that fell behind them would otherwise
-            // stay behind, copying bodies long gone cold. Over the slack, while a write
+            // bound, or write-through) is small, not counting what a write at work is
+            // taking (so publishers fill the next write while it runs instead of taking
+            // turns with it). Counting the write-through too is the publishers'
+            // back-pressure: a writer that fell behind them would otherwise stay
+            // behind, copying bodies long gone cold. Over the slack, while a write
             // runs without the lock, wait for its round: it takes a chunk, so this
             // publish may defer again; waiting for the writer to stop would wait out all
             // its rounds. Otherwise this publish writes a chunk (and all that is over the
@@ -513,7 +517,7 @@ impl Topic {
             let defer = defer
                 && loop {
                     let need = self.core.spill_need(&st, slowest);
-                    if self.core.mem_bytes(&st, need.owed) <= DEFER_SLACK_BYTES {
+                    if self.core.waiting_bytes(&st, need.owed) <= DEFER_SLACK_BYTES {
                         break true;
                     }
                     if !st.appending {

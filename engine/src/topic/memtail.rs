@@ -38,6 +38,8 @@ pub(crate) struct TopicState {
     /// records are still in memory and not yet in the log, and nothing else may append
     /// or replace the writable segment until it ends (`TopicCore::wait_appending`).
     pub(crate) appending: bool,
+    /// While `appending`: the sequence after the last record that write takes.
+    pub(crate) appending_end: u64,
 }
 
 impl TopicState {
@@ -161,6 +163,18 @@ impl TopicCore {
     /// Body bytes of the oldest `n` memory records.
     pub(super) fn mem_bytes(&self, st: &TopicState, n: usize) -> usize {
         st.mem.iter().take(n).map(|r| r.body.len()).sum()
+    }
+
+    /// Body bytes of the oldest `n` memory records that no write at work is taking to the
+    /// log already.
+    pub(super) fn waiting_bytes(&self, st: &TopicState, n: usize) -> usize {
+        let taken = if st.appending { st.appending_end } else { 0 };
+        st.mem
+            .iter()
+            .take(n)
+            .filter(|r| r.header.seq >= taken)
+            .map(|r| r.body.len())
+            .sum()
     }
 
     /// Drop from memory what every channel has finished.
