@@ -22,6 +22,10 @@ fn sized(from: usize, n: usize, size: usize) -> Vec<NewMessage> {
         .collect()
 }
 
+/// A quarter of a spill chunk (and of the deferral slack): the tests below count in these.
+const Q: usize = crate::topic::memtail::SPILL_CHUNK_BYTES / 4;
+const _: () = assert!(crate::topic::DEFER_SLACK_BYTES == crate::topic::memtail::SPILL_CHUNK_BYTES);
+
 /// Can the kernel tell here whether a read would wait for the disk (`RWF_NOWAIT`)?
 fn nowait_supported(dir: &std::path::Path) -> bool {
     let path = dir.join("nowait-probe");
@@ -87,18 +91,18 @@ fn write_through_starts_with_a_chunk_not_the_whole_bound() {
     let e = Engine::open(dir.path(), opts(8, 64 << 20, 1000)).unwrap();
     let t = e.topic("t").unwrap();
     let c = t.channel("c").unwrap();
-    t.publish(sized(0, 8, 1 << 20), None).unwrap();
+    t.publish(sized(0, 8, Q), None).unwrap();
     assert_eq!(t.stats().mem_depth, 8, "at the bound: memory");
-    t.publish(sized(8, 1, 1 << 20), None).unwrap();
-    // 9 ahead of the channel: all owed; the oldest 4 MiB go (the one over the bound
+    t.publish(sized(8, 1, Q), None).unwrap();
+    // 9 ahead of the channel: all owed; the oldest chunk (4 bodies) goes (the one over the bound
     // among them).
     assert_eq!(t.stats().mem_depth, 5);
-    t.publish(sized(9, 1, 1 << 20), None).unwrap();
+    t.publish(sized(9, 1, Q), None).unwrap();
     assert_eq!(t.stats().mem_depth, 2);
-    t.publish(sized(10, 1, 1 << 20), None).unwrap();
+    t.publish(sized(10, 1, Q), None).unwrap();
     assert_eq!(t.stats().mem_depth, 0, "caught up: straight to the log");
     // The deferred form: the caller pays the same way, in chunks.
-    let p = t.publish_deferring_spill(sized(11, 6, 1 << 20)).unwrap();
+    let p = t.publish_deferring_spill(sized(11, 6, Q)).unwrap();
     assert!(p.spill_owed);
     assert_eq!(t.stats().mem_depth, 6);
     t.spill_owed();
@@ -129,27 +133,23 @@ fn a_deferred_publish_leaves_the_spill_to_its_caller() {
     t.spill_owed(); // nothing owed: a no-op
     let p = t.publish_deferring_spill(msgs(20, 1)).unwrap();
     assert!(p.spill_owed, "the channel is far behind: owed at once");
-    // Write-through is the caller's to pay while no more than the slack (4 MiB) is owed.
-    let p = t.publish_deferring_spill(sized(21, 5, 1 << 20)).unwrap();
+    // Write-through is the caller's to pay while no more than the slack (4 bodies) is owed.
+    let p = t.publish_deferring_spill(sized(21, 5, Q)).unwrap();
     assert!(p.spill_owed, "a small body owed before it: deferred");
     assert_eq!(t.stats().mem_depth, 6);
     // More than the slack owed: the next publish writes a chunk itself (the publishers
     // do not run ahead of the writer).
     let p = t.publish_deferring_spill(msgs(26, 1)).unwrap();
     assert!(!p.spill_owed, "over the slack: written by the publish");
-    // The small body and 3 MiB make the 4 MiB chunk: 20..=23 go.
+    // The small body and 3 bodies make the chunk: 20..=23 go.
     assert_eq!(t.stats().mem_depth, 3);
-    let p = t.publish_deferring_spill(sized(27, 8, 1 << 20)).unwrap();
+    let p = t.publish_deferring_spill(sized(27, 8, Q)).unwrap();
     assert!(p.spill_owed, "2 MiB and a little owed before it: deferred");
     let p = t.publish_deferring_spill(msgs(35, 1)).unwrap();
     assert!(!p.spill_owed);
     assert_eq!(t.stats().mem_depth, 8, "24..=27 went: a chunk");
     t.spill_owed();
-    assert_eq!(
-        t.stats().mem_depth,
-        0,
-        "the rest in chunks of 4 MiB, all paid"
-    );
+    assert_eq!(t.stats().mem_depth, 0, "the rest in chunks, all paid");
     let mut got = Vec::new();
     while c.next_batch(1000, &mut got).unwrap() > 0 {}
     assert_eq!(
@@ -164,17 +164,17 @@ fn a_deferred_publish_leaves_the_spill_to_its_caller() {
     let e = Engine::open(dir.path(), opts(2, 64 << 20, 1000)).unwrap();
     let t = e.topic("t").unwrap();
     let c = t.channel("c").unwrap();
-    let p = t.publish_deferring_spill(sized(0, 2, 1 << 20)).unwrap();
+    let p = t.publish_deferring_spill(sized(0, 2, Q)).unwrap();
     assert!(!p.spill_owed, "at the bound: memory");
-    let p = t.publish_deferring_spill(sized(2, 6, 1 << 20)).unwrap();
+    let p = t.publish_deferring_spill(sized(2, 6, Q)).unwrap();
     assert!(p.spill_owed, "nothing owed before it: deferred");
     assert_eq!(t.stats().mem_depth, 8);
-    let p = t.publish_deferring_spill(sized(8, 1, 1 << 20)).unwrap();
+    let p = t.publish_deferring_spill(sized(8, 1, Q)).unwrap();
     assert!(!p.spill_owed);
     assert_eq!(
         t.stats().mem_depth,
         2,
-        "7 over the bound went, not a 4 MiB chunk"
+        "7 over the bound went, not a chunk (4)"
     );
     t.spill_owed();
     assert_eq!(t.stats().mem_depth, 0);

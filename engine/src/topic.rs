@@ -55,7 +55,7 @@ use crate::types::{
 
 mod channels;
 mod fault;
-mod memtail;
+pub(crate) mod memtail;
 mod records;
 mod stats;
 
@@ -102,8 +102,9 @@ pub(crate) const NO_EXTERNAL: u64 = u64::MAX;
 
 /// How many body bytes deferred publishes may leave owed to the log, over the memory
 /// bound or by write-through, beyond what a write at work is taking (see
-/// [`Topic::publish_deferring_spill`]): a few batches of big messages.
-const DEFER_SLACK_BYTES: usize = 4 << 20;
+/// [`Topic::publish_deferring_spill`]): a few batches of big messages, and room for
+/// publishers to fill the next write while one runs.
+pub(crate) const DEFER_SLACK_BYTES: usize = 8 << 20;
 
 /// How many writes (each what is over the bound plus at most `SPILL_CHUNK_BYTES` of
 /// write-through) one `spill_owed` makes at most beyond those for what was owed when it
