@@ -10,7 +10,13 @@
 R=$1; shift
 PORT=${PORT:-25600}; BENCH=${BENCH:-target/release/nsq_bench}
 SIZE=${SIZE:-16384}; BATCH=${BATCH:-20}; RUNFOR=${RUNFOR:-5s}
-for i in $(seq $R); do for nb in "$@"; do n=${nb%%=*}; b=${nb#*=}
+# ROTATE=1: round i starts with the i-th build (the run right after NSQ's measured slower,
+# whichever build it was: the order must not favour one).
+builds=("$@")
+for i in $(seq $R); do
+order=("${builds[@]}")
+if [[ -n ${ROTATE:-} ]]; then k=$(( (i - 1) % ${#builds[@]} )); order=("${builds[@]:k}" "${builds[@]:0:k}"); fi
+for nb in "${order[@]}"; do n=${nb%%=*}; b=${nb#*=}
 if [[ -n ${DROP_CACHES:-} ]]; then sync; echo 1 > /proc/sys/vm/drop_caches; fi
 D=$(mktemp -d /tmp/big16.XXXX)
 $b --data-path=$D --tcp-address=127.0.0.1:$PORT --http-address=127.0.0.1:$((PORT+1)) --log-level=warn ${FLAGS:-} >$D.log 2>&1 &
