@@ -378,9 +378,10 @@ impl Topic {
             // backlog paid a little per call would keep every write behind it, copying
             // bodies long gone cold. A write cut short by the end of a segment is not a
             // round: the next one goes on in the new segment.
+            // (No write is at work: `waiting_bytes` counts every owed record.)
             let owed_now = self
                 .core
-                .mem_bytes(&st, self.core.spill_need(&st, slowest).owed);
+                .waiting_bytes(&st, self.core.spill_need(&st, slowest).owed);
             let max_rounds = MAX_SPILL_ROUNDS + owed_now.div_ceil(memtail::SPILL_CHUNK_BYTES);
             let mut rounds = 0;
             while rounds < max_rounds {

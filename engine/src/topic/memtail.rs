@@ -162,11 +162,6 @@ impl TopicCore {
         within.max(need.over).max(1)
     }
 
-    /// Body bytes of the oldest `n` memory records.
-    pub(super) fn mem_bytes(&self, st: &TopicState, n: usize) -> usize {
-        st.mem.iter().take(n).map(|r| r.body.len()).sum()
-    }
-
     /// Body bytes of the oldest `n` memory records that no write at work is taking to the
     /// log already.
     pub(super) fn waiting_bytes(&self, st: &TopicState, n: usize) -> usize {
